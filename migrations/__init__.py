@@ -1,0 +1,1 @@
+"""Alembic migrations of the registry schema (a package, so it ships inside the wheel)."""

@@ -1,0 +1,29 @@
+"""Loss functions and target tensors per task."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.spec import NetworkSpec
+
+
+def make_loss(spec: NetworkSpec) -> nn.Module:
+    loss: nn.Module = {
+        "cross_entropy": nn.CrossEntropyLoss,
+        "bce": nn.BCEWithLogitsLoss,
+        "mse": nn.MSELoss,
+        "huber": nn.HuberLoss,
+    }[spec.resolved_loss]()
+    return loss
+
+
+def target_dtype(spec: NetworkSpec) -> torch.dtype:
+    return torch.int64 if spec.task == "classification" else torch.float32
+
+
+def shape_targets(spec: NetworkSpec, targets: torch.Tensor) -> torch.Tensor:
+    """Brings targets to the shape the loss expects: (N,) class ids, or (N, outputs) values."""
+    if spec.task == "classification":
+        return targets.reshape(-1)
+    return targets.reshape(-1, spec.outputs)

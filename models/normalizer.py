@@ -1,0 +1,48 @@
+"""An online feature standardizer: running mean and variance, updated by training batches only."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+EPS = 1e-8
+
+
+class OnlineStandardizer(nn.Module):
+    """Standardizes features with statistics merged batch by batch (Chan et al.'s parallel update).
+
+    The statistics are buffers, so they are saved with the weights and restored with them;
+    `update` is called by the trainer, never by `forward`, so predict cannot move them.
+    """
+
+    count: torch.Tensor
+    mean: torch.Tensor
+    m2: torch.Tensor
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        # float64 keeps the merge exact enough over millions of rows.
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(features, dtype=torch.float64))
+        self.register_buffer("m2", torch.zeros(features, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        batch = x.to(torch.float64)
+        n = batch.shape[0]
+        if n == 0:
+            return
+        batch_mean = batch.mean(dim=0)
+        batch_m2 = ((batch - batch_mean) ** 2).sum(dim=0)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        self.mean += delta * (n / total)
+        self.m2 += batch_m2 + delta**2 * (self.count * n / total)
+        self.count.copy_(total)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        variance = self.m2 / self.count.clamp(min=1.0)
+        scale = torch.rsqrt(variance + EPS)
+        # Until a feature has varied, leave its scale alone rather than blowing it up.
+        scale = torch.where(variance > EPS, scale, torch.ones_like(scale))
+        return (x - self.mean.to(x.dtype)) * scale.to(x.dtype)

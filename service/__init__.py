@@ -1,0 +1,1 @@
+"""Gradual: an online-learning service for PyTorch models."""

@@ -1,0 +1,26 @@
+"""Dependencies: long-lived objects made in the lifespan, reached through `app.state`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from service.config import Settings
+from service.hub import ModelHub
+from service.schemas import NAME_PATTERN
+
+
+def get_hub(request: Request) -> ModelHub:
+    hub: ModelHub = request.app.state.hub
+    return hub
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+HubDep = Annotated[ModelHub, Depends(get_hub)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+NameParam = Annotated[str, Path(pattern=NAME_PATTERN, description="The model's name.")]

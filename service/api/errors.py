@@ -1,0 +1,76 @@
+"""The one place where errors become HTTP: a status per error class, one JSON body shape."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import errors
+from service.api.responses import FastJSONResponse
+
+log = logging.getLogger("gradual.api")
+
+STATUS: dict[type[errors.GradualError], int] = {
+    errors.MalformedBody: 400,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.VersionUnavailable: 410,
+    errors.BodyTooLarge: 413,
+    errors.UnsupportedMediaType: 415,
+    errors.InvalidInput: 422,
+    errors.NotReady: 503,
+}
+
+
+def status_for(error: errors.GradualError) -> int:
+    for cls in type(error).__mro__:  # a handler for a base class covers its subclasses
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def error_response(status: int, code: str, message: str, field: str | None) -> FastJSONResponse:
+    return FastJSONResponse({"code": code, "message": message, "field": field}, status_code=status)
+
+
+async def _domain_error(_request: Request, exc: Exception) -> FastJSONResponse:
+    assert isinstance(exc, errors.GradualError)
+    return error_response(status_for(exc), exc.code, exc.message, exc.field)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> FastJSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = exc.errors()
+    first = problems[0] if problems else {"loc": (), "msg": "invalid request"}
+    location = [str(part) for part in first.get("loc", ())]
+    if location and location[0] in {"body", "path", "query", "header"}:
+        location = location[1:]
+    field = ".".join(location) or None
+    if first.get("type") == "json_invalid":
+        return error_response(400, "malformed_body", "the body is not valid JSON", None)
+    message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
+    return error_response(422, "invalid_field", message, field)
+
+
+async def _http_error(_request: Request, exc: Exception) -> FastJSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    response = error_response(exc.status_code, code, str(exc.detail), None)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _unexpected_error(_request: Request, exc: Exception) -> FastJSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "internal error; see the service log", None)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(errors.GradualError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

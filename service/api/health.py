@@ -1,0 +1,31 @@
+"""/healthz (the process is up) and /readyz (the database answers and models are loaded)."""
+
+from __future__ import annotations
+
+from anyio import to_thread
+from fastapi import APIRouter, Request
+
+from service.api.deps import HubDep
+from service.api.responses import FastJSONResponse
+from service.schemas import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get("/readyz", responses={503: {"model": Health}})
+async def readyz(request: Request, hub: HubDep) -> FastJSONResponse:
+    detail: dict[str, object] = {"models": len(hub.all()), "failed": hub.failed}
+    try:
+        await to_thread.run_sync(hub.registry.ping)
+    except Exception as exc:  # any driver error means "not ready", never a 500
+        detail["database"] = f"unreachable: {type(exc).__name__}"
+        return FastJSONResponse({"status": "unavailable", "detail": detail}, status_code=503)
+    if not request.app.state.loaded:
+        return FastJSONResponse({"status": "loading", "detail": detail}, status_code=503)
+    detail["database"] = "ok"
+    return FastJSONResponse({"status": "ready", "detail": detail})

@@ -1,0 +1,26 @@
+"""The application factory: no global state, so every test builds a fresh app."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from service.api import errors, health, models, versions
+from service.api.limits import BodySizeLimit
+from service.config import Settings
+from service.lifespan import lifespan_for
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(
+        title="Gradual",
+        version="0.1.0",
+        summary="Online learning for PyTorch models: versioned, guarded, streamed.",
+        lifespan=lifespan_for(settings),
+    )
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(versions.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,62 @@
+"""Settings: one typed object, read from `GRADUAL_*` environment variables once at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GRADUAL_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(
+        default=Path(".gradual"), description="SQLite file and weights live here."
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file in the data dir."
+    )
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_batch_rows: int = Field(default=65_536, ge=1, description="Rows per predict/fit call.")
+    max_input_abs: float = Field(
+        default=1e12, gt=0, description="Inputs and regression targets beyond this are refused."
+    )
+    max_weight_abs: float = Field(
+        default=1e4, gt=0, description="A step leaving a weight beyond this is rolled back."
+    )
+    max_grad_norm: float = Field(
+        default=1e6, gt=0, description="A step whose gradient norm exceeds this is refused."
+    )
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="torch intra-op threads; default: torch's own choice."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value not in {"auto", "cpu", "cuda"} and not (
+            value.startswith("cuda:") and value[5:].isdigit()
+        ):
+            raise ValueError("device must be auto, cpu, cuda or cuda:N")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'gradual.db').resolve()}"
+
+    @property
+    def weights_dir(self) -> Path:
+        return self.data_dir / "weights"
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)

@@ -1,0 +1,77 @@
+"""The domain's error tree. It knows nothing of HTTP: `service.api.errors` maps it to responses."""
+
+from __future__ import annotations
+
+
+class GradualError(Exception):
+    """Root of every error a client can cause or observe; `code` is stable, `field` optional."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class NotFound(GradualError):
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no model named {name!r}", field="name")
+
+
+class VersionNotFound(NotFound):
+    code = "version_not_found"
+
+    def __init__(self, name: str, version: int) -> None:
+        super().__init__(f"model {name!r} has no version {version}", field="version")
+
+
+class Conflict(GradualError):
+    code = "conflict"
+
+
+class ModelExists(Conflict):
+    code = "model_exists"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a model named {name!r} exists already", field="name")
+
+
+class InvalidInput(GradualError):
+    """A request's content is well-formed but unacceptable (shape, range, type)."""
+
+    code = "invalid_input"
+
+
+class MalformedBody(GradualError):
+    code = "malformed_body"
+
+
+class BatchRejected(InvalidInput):
+    """A training step would have left the model non-finite or absurd; nothing was applied."""
+
+    code = "batch_rejected"
+
+
+class VersionUnavailable(GradualError):
+    """A version row exists but its weights were archived or fail their checksum."""
+
+    code = "version_unavailable"
+
+
+class BodyTooLarge(GradualError):
+    code = "body_too_large"
+
+
+class UnsupportedMediaType(GradualError):
+    code = "unsupported_media_type"
+
+
+class NotReady(GradualError):
+    code = "not_ready"

@@ -1,0 +1,1 @@
+"""Training: the head, the transactional step, and (later) the controls that guard it."""

@@ -1,0 +1,97 @@
+"""The training head: the network that learns, with its optimizer, loss and counters."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from models.losses import make_loss
+from models.network import Network, build_network
+from models.optimizers import build_optimizer
+from models.spec import NetworkSpec, OptimizerSpec
+from service.weights import Checkpoint
+
+
+@dataclass(frozen=True)
+class HeadState:
+    """A copy of everything a step can change, on the head's device (for transactions)."""
+
+    network: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    rng: torch.Tensor
+    step: int
+    samples_seen: int
+
+
+class TrainingHead:
+    def __init__(
+        self, spec: NetworkSpec, optimizer: OptimizerSpec, *, seed: int, device: torch.device
+    ) -> None:
+        self.spec = spec
+        self.device = device
+        self.network: Network = build_network(spec, seed=seed, device=device)
+        self.network.train()
+        self.optimizer = build_optimizer(optimizer, self.network.parameters())
+        self.loss = make_loss(spec)
+        self.step = 0
+        self.samples_seen = 0
+
+    @property
+    def generator(self) -> torch.Generator:
+        assert self.network.generator is not None
+        return self.network.generator
+
+    def state(self) -> HeadState:
+        return HeadState(
+            network={k: v.detach().clone() for k, v in self.network.state_dict().items()},
+            optimizer=_clone_optimizer_state(self.optimizer.state_dict()),
+            rng=self.generator.get_state(),
+            step=self.step,
+            samples_seen=self.samples_seen,
+        )
+
+    def load_state(self, state: HeadState) -> None:
+        """Restores the head bit for bit (tensors are copied in, never aliased)."""
+        with torch.no_grad():
+            self.network.load_state_dict(state.network)
+        self.optimizer.load_state_dict(_clone_optimizer_state(state.optimizer))
+        self.generator.set_state(state.rng.clone())
+        self.step = state.step
+        self.samples_seen = state.samples_seen
+
+    def checkpoint(self, meta: dict[str, Any] | None = None) -> Checkpoint:
+        state = self.state()
+        return Checkpoint(
+            state.network,
+            state.optimizer,
+            state.rng,
+            {"step": self.step, "samples_seen": self.samples_seen, **(meta or {})},
+        )
+
+    def load_checkpoint(self, checkpoint: Checkpoint) -> None:
+        device = self.device
+        self.load_state(
+            HeadState(
+                network={k: v.to(device) for k, v in checkpoint.network.items()},
+                optimizer=checkpoint.optimizer,
+                rng=checkpoint.rng,
+                step=int(checkpoint.meta.get("step", 0)),
+                samples_seen=int(checkpoint.meta.get("samples_seen", 0)),
+            )
+        )
+
+
+def _clone_optimizer_state(state: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "state": {
+            index: {
+                key: value.detach().clone() if isinstance(value, torch.Tensor) else value
+                for key, value in entries.items()
+            }
+            for index, entries in state["state"].items()
+        },
+        "param_groups": copy.deepcopy(state["param_groups"]),
+    }

@@ -1,0 +1,46 @@
+"""Long-lived resources: created at start, closed at stop, nowhere else."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import torch
+from anyio import to_thread
+from fastapi import FastAPI
+
+from service.config import Settings
+from service.db import migrate
+from service.db.engine import make_engine, make_sessionmaker
+from service.hub import ModelHub
+from service.registry import Registry
+from service.weights import WeightStore
+
+log = logging.getLogger("gradual")
+
+
+def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        url = settings.resolved_database_url
+        await to_thread.run_sync(migrate.upgrade, url)
+        engine = make_engine(url)
+        hub = ModelHub(
+            settings, Registry(make_sessionmaker(engine)), WeightStore(settings.weights_dir)
+        )
+        app.state.settings = settings
+        app.state.hub = hub
+        app.state.loaded = False
+        await hub.load_all()
+        app.state.loaded = True
+        log.info("gradual ready: %d models on %s", len(hub.all()), hub.device)
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    return lifespan

@@ -1,0 +1,122 @@
+"""Request and response bodies of the HTTP API (the contract clients rely on)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, StringConstraints
+
+from models.spec import NetworkSpec, OptimizerSpec, StrictModel
+from service.learning.config import TrainingConfig
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+ModelName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+Row = list[float]
+
+
+class CreateModel(StrictModel):
+    name: ModelName
+    spec: NetworkSpec
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+
+
+class ModelView(BaseModel):
+    name: str
+    task: str
+    spec: NetworkSpec
+    optimizer: OptimizerSpec
+    training: TrainingConfig
+    seed: int
+    state: str
+    step: int
+    samples_seen: int
+    served_version: int
+    head_version: int
+    device: str
+    created_at: datetime
+
+
+class ModelList(BaseModel):
+    models: list[ModelView]
+
+
+class PredictRequest(StrictModel):
+    """Documented shape only: the route parses it with orjson and NumPy, not pydantic."""
+
+    inputs: list[Row] = Field(description="Rows of `spec.inputs` finite numbers.")
+    version: int | None = Field(default=None, ge=1, description="Default: the served version.")
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: int
+    predictions: list[Any]
+    probabilities: list[list[float]] | None = None
+
+
+class FitRequest(StrictModel):
+    """Documented shape only: the route parses it with orjson and NumPy, not pydantic."""
+
+    inputs: list[Row]
+    targets: list[Any] = Field(description="Class ids, 0/1 labels, or numbers per row.")
+
+
+class FitResponse(BaseModel):
+    model: str
+    step: int
+    samples_seen: int
+    trained: int
+    train_loss: float
+    version: int
+
+
+class VersionView(BaseModel):
+    version: int
+    parent: int | None
+    step: int
+    samples_seen: int
+    metrics: dict[str, Any]
+    reason: str
+    status: str
+    served: bool
+    weights_sha256: str
+    weights_bytes: int
+    created_at: datetime
+
+
+class VersionList(BaseModel):
+    model: str
+    served_version: int
+    head_version: int
+    versions: list[VersionView]
+
+
+class RollbackRequest(StrictModel):
+    version: int = Field(ge=1)
+
+
+class EventView(BaseModel):
+    id: int
+    kind: str
+    version: int | None
+    data: dict[str, Any]
+    created_at: datetime
+
+
+class EventList(BaseModel):
+    model: str
+    events: list[EventView]
+
+
+class Health(BaseModel):
+    status: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    field: str | None = None

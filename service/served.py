@@ -1,0 +1,59 @@
+"""Served versions: immutable eval-mode copies of a network that predict reads without locks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from models.network import Network, build_network
+from models.spec import NetworkSpec
+
+
+@dataclass(frozen=True)
+class Predictions:
+    predictions: list[Any]
+    probabilities: list[list[float]] | None
+
+
+class ServedModel:
+    """One version's weights, never modified after construction; swapping one is atomic."""
+
+    def __init__(self, version: int, network: Network) -> None:
+        self.version = version
+        self.network = network.eval().requires_grad_(False)
+
+    @classmethod
+    def from_state(
+        cls, spec: NetworkSpec, version: int, state: dict[str, torch.Tensor], device: torch.device
+    ) -> ServedModel:
+        network = build_network(spec, seed=0, device=device)
+        network.load_state_dict({k: v.to(device) for k, v in state.items()})
+        return cls(version, network)
+
+    @property
+    def spec(self) -> NetworkSpec:
+        return self.network.spec
+
+    def outputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            outputs: torch.Tensor = self.network(inputs)
+        return outputs
+
+    def predict(self, inputs: torch.Tensor) -> Predictions:
+        return decode_outputs(self.spec, self.outputs(inputs))
+
+
+def decode_outputs(spec: NetworkSpec, outputs: torch.Tensor) -> Predictions:
+    """Logits or values → what a client reads: labels, probabilities or numbers."""
+    if spec.task == "classification":
+        probabilities = torch.softmax(outputs, dim=1)
+        labels = probabilities.argmax(dim=1)
+        return Predictions(labels.tolist(), probabilities.tolist())
+    if spec.task == "binary":
+        positive = torch.sigmoid(outputs[:, 0])
+        pairs = torch.stack([1.0 - positive, positive], dim=1)
+        return Predictions((positive >= 0.5).long().tolist(), pairs.tolist())
+    values = outputs[:, 0] if spec.outputs == 1 else outputs
+    return Predictions(values.tolist(), None)

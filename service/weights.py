@@ -1,0 +1,143 @@
+"""The weight store: checkpoints as safetensors files, written atomically, checked on load.
+
+A checkpoint is everything a training step depends on: the network's parameters and buffers
+(the standardizer's statistics included), the optimizer's state, and the generator that draws
+dropout masks and noise. Tensors go in the safetensors body; plain data (hyper-parameters,
+counters) in its JSON header. Nothing is ever pickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from service.errors import VersionUnavailable
+
+FORMAT = "gradual-checkpoint-1"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A training head frozen at one step, on the CPU."""
+
+    network: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]  # torch's optimizer state_dict layout
+    rng: torch.Tensor
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: str  # relative to the store's root
+    sha256: str
+    size: int
+
+
+class WeightStore:
+    """Files at `root/m<model id>/<uuid>.safetensors`: names from ids, never from clients."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def write(self, model_id: int, checkpoint: Checkpoint) -> StoredFile:
+        data = encode(checkpoint)
+        relative = f"m{model_id}/{uuid.uuid4().hex}.safetensors"
+        _write_atomically(self.root / relative, data)
+        return StoredFile(relative, hashlib.sha256(data).hexdigest(), len(data))
+
+    def read(self, relative: str, sha256: str) -> Checkpoint:
+        path = self.root / relative
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise VersionUnavailable(f"weights file {relative} is missing") from exc
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise VersionUnavailable(f"weights file {relative} fails its checksum")
+        return decode(data)
+
+    def remove(self, relative: str) -> None:
+        (self.root / relative).unlink(missing_ok=True)
+
+    def remove_model(self, model_id: int) -> None:
+        directory = self.root / f"m{model_id}"
+        if directory.is_dir():
+            for child in directory.iterdir():
+                child.unlink(missing_ok=True)
+            directory.rmdir()
+
+
+def encode(checkpoint: Checkpoint) -> bytes:
+    tensors = {f"network/{k}": _cpu(v) for k, v in checkpoint.network.items()}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, state in checkpoint.optimizer["state"].items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer/{index}/{key}"] = _cpu(value)
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    tensors["rng"] = _cpu(checkpoint.rng)
+    header = {
+        "format": FORMAT,
+        "param_groups": json.dumps(checkpoint.optimizer["param_groups"]),
+        "optimizer_scalars": json.dumps(scalars),
+        "meta": json.dumps(checkpoint.meta),
+    }
+    return bytes(save_tensors(tensors, metadata=header))
+
+
+def decode(data: bytes) -> Checkpoint:
+    header = _read_header(data)
+    if header.get("format") != FORMAT:
+        raise VersionUnavailable("weights file is not a Gradual checkpoint")
+    tensors = load_tensors(data)
+    network: dict[str, torch.Tensor] = {}
+    state: dict[int, dict[str, Any]] = {
+        int(k): dict(v) for k, v in json.loads(header["optimizer_scalars"]).items()
+    }
+    for name, tensor in tensors.items():
+        kind, _, rest = name.partition("/")
+        if kind == "network":
+            network[rest] = tensor
+        elif kind == "optimizer":
+            index, _, key = rest.partition("/")
+            state.setdefault(int(index), {})[key] = tensor
+    optimizer = {"state": state, "param_groups": json.loads(header["param_groups"])}
+    return Checkpoint(network, optimizer, tensors["rng"], json.loads(header["meta"]))
+
+
+def _read_header(data: bytes) -> dict[str, str]:
+    (length,) = struct.unpack("<Q", data[:8])
+    parsed = json.loads(data[8 : 8 + length])
+    metadata: dict[str, str] = parsed.get("__metadata__") or {}
+    return metadata
+
+
+def _cpu(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().to("cpu", copy=True).contiguous()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """temp file → fsync → rename → fsync(dir): a reader sees the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
