@@ -6,9 +6,9 @@ and out-of-range values are rejected by pydantic, so a spec that validates alway
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 Task = Literal["classification", "binary", "regression"]
 Activation = Literal[
@@ -23,6 +23,14 @@ OptimizerName = Literal["sgd", "rmsprop", "adam", "adamw", "adagrad"]
 MAX_FEATURES = 65_536
 MAX_NEURONS = 16_384
 MAX_LAYERS = 16
+
+Width = Annotated[int, Field(ge=1, le=MAX_NEURONS)]
+Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
+LOSSES_BY_TASK: dict[str, set[str]] = {
+    "classification": {"auto", "cross_entropy"},
+    "binary": {"auto", "bce"},
+    "regression": {"auto", "mse", "huber"},
+}
 
 
 class SpecError(ValueError):
@@ -47,7 +55,7 @@ class NetworkSpec(StrictModel):
     outputs: int = Field(
         ge=1, le=MAX_FEATURES, description="Classes, or regression targets; 1 for binary."
     )
-    hidden: list[int] = Field(
+    hidden: list[Width] = Field(
         default_factory=lambda: [64],
         max_length=MAX_LAYERS,
         description="Neurons per hidden layer; [] is a linear model.",
@@ -58,23 +66,25 @@ class NetworkSpec(StrictModel):
     normalize: bool = True
     loss: Loss = "auto"
 
-    @model_validator(mode="after")
-    def _check_shapes(self) -> Self:
-        for width in self.hidden:
-            if not 1 <= width <= MAX_NEURONS:
-                raise ValueError(f"hidden layer widths must be in [1, {MAX_NEURONS}]")
-        if self.task == "binary" and self.outputs != 1:
+    # Cross-field checks are field validators (not model validators) so that the error's
+    # loc names the offending field; each reads only fields declared before it.
+    @field_validator("outputs")
+    @classmethod
+    def _check_outputs(cls, outputs: int, info: ValidationInfo) -> int:
+        task = info.data.get("task")
+        if task == "binary" and outputs != 1:
             raise ValueError("a binary task has exactly one output (one logit)")
-        if self.task == "classification" and self.outputs < 2:
+        if task == "classification" and outputs < 2:
             raise ValueError("a classification task needs at least 2 outputs (classes)")
-        allowed = {
-            "classification": {"auto", "cross_entropy"},
-            "binary": {"auto", "bce"},
-            "regression": {"auto", "mse", "huber"},
-        }[self.task]
-        if self.loss not in allowed:
-            raise ValueError(f"loss {self.loss!r} does not fit task {self.task!r}")
-        return self
+        return outputs
+
+    @field_validator("loss")
+    @classmethod
+    def _check_loss(cls, loss: Loss, info: ValidationInfo) -> Loss:
+        task = info.data.get("task")
+        if task is not None and loss not in LOSSES_BY_TASK[task]:
+            raise ValueError(f"loss {loss!r} does not fit task {task!r}")
+        return loss
 
     @property
     def resolved_loss(self) -> Loss:
@@ -92,15 +102,14 @@ class OptimizerSpec(StrictModel):
     momentum: float = Field(default=0.0, ge=0.0, lt=1.0, description="sgd and rmsprop.")
     nesterov: bool = False
     alpha: float = Field(default=0.99, gt=0.0, lt=1.0, description="rmsprop smoothing constant.")
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
     eps: float = Field(default=1e-8, gt=0.0, le=1.0)
     l1: float = Field(default=0.0, ge=0.0, le=1.0, description="L1 penalty added to the loss.")
     clip_grad_norm: float | None = Field(default=None, gt=0.0)
 
-    @model_validator(mode="after")
-    def _check_combinations(self) -> Self:
-        if self.nesterov and (self.name != "sgd" or self.momentum == 0.0):
+    @field_validator("nesterov")
+    @classmethod
+    def _check_nesterov(cls, nesterov: bool, info: ValidationInfo) -> bool:
+        if nesterov and (info.data.get("name") != "sgd" or info.data.get("momentum") == 0.0):
             raise ValueError("nesterov needs name='sgd' and momentum > 0")
-        if not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError("betas must be in [0, 1)")
-        return self
+        return nesterov

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from service.api import errors, health, models, versions
+from service.api import errors, health, models, training, versions
 from service.api.limits import BodySizeLimit
 from service.config import Settings
 from service.lifespan import lifespan_for
@@ -22,5 +22,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(versions.router)
+    app.include_router(training.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -34,6 +34,16 @@ class NewVersion:
 
 
 @dataclass(frozen=True)
+class Pointers:
+    """Which model pointers a change moves, and the controller state to store with it."""
+
+    control: dict[str, Any]
+    serve: bool = False
+    best: bool = False
+    head: int | None = None
+
+
+@dataclass(frozen=True)
 class NewModel:
     name: str
     task: str
@@ -98,19 +108,19 @@ class Registry:
                 session.delete(row)
 
     def add_version(
-        self, model_id: int, new: NewVersion, *, serve: bool, event_data: dict[str, Any]
+        self, model_id: int, new: NewVersion, *, pointers: Pointers, event_data: dict[str, Any]
     ) -> VersionRow:
         """Allocates the next number (a unique constraint plus retry keeps replicas apart)."""
         for attempt in range(MAX_VERSION_RETRIES):
             try:
-                return self._insert_version(model_id, new, serve=serve, event_data=event_data)
+                return self._insert_version(model_id, new, pointers, event_data)
             except IntegrityError:
                 if attempt == MAX_VERSION_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")
 
     def _insert_version(
-        self, model_id: int, new: NewVersion, *, serve: bool, event_data: dict[str, Any]
+        self, model_id: int, new: NewVersion, pointers: Pointers, event_data: dict[str, Any]
     ) -> VersionRow:
         with self._sessions.begin() as session:
             latest = session.scalar(
@@ -121,12 +131,28 @@ class Registry:
             session.add(version)
             model = _locked_model(session, model_id)
             model.head_version = number
-            if serve:
+            if pointers.best:
+                model.best_version = number
+            if pointers.serve:
                 model.served_version = number
+            model.control = pointers.control
             _event(session, model_id, "checkpoint", number, {"reason": new.reason, **event_data})
-            if serve:
+            if pointers.serve:
                 _event(session, model_id, "promote", number, {"reason": new.reason})
         return version
+
+    def archive_old_versions(self, model_id: int, *, keep: int, protected: set[int]) -> list[str]:
+        """Marks ready versions beyond the newest `keep` archived; returns their files to delete."""
+        with self._sessions.begin() as session:
+            rows = session.scalars(
+                select(VersionRow)
+                .where(VersionRow.model_id == model_id, VersionRow.status == "ready")
+                .order_by(VersionRow.number.desc())
+            ).all()
+            doomed = [row for row in rows[keep:] if row.number not in protected]
+            for row in doomed:
+                row.status = "archived"
+            return [row.weights_path for row in doomed]
 
     def versions(self, model_id: int) -> Sequence[VersionRow]:
         with self._sessions() as session:
@@ -148,15 +174,34 @@ class Registry:
             return row
 
     def move_pointers(
-        self, model_id: int, *, kind: str, version: int, head: bool, data: dict[str, Any]
-    ) -> None:
-        """Serves `version` (and resets the head to it when `head`), with an event saying why."""
+        self, model_id: int, *, kind: str, version: int | None, pointers: Pointers,
+        data: dict[str, Any],
+    ) -> None:  # fmt: skip
+        """Moves served/head/best pointers and the control state, with an event saying why."""
         with self._sessions.begin() as session:
             model = _locked_model(session, model_id)
-            model.served_version = version
-            if head:
-                model.head_version = version
+            if pointers.serve and version is not None:
+                model.served_version = version
+            if pointers.head is not None:
+                model.head_version = pointers.head
+            if pointers.best and version is not None:
+                model.best_version = version
+            model.state = pointers.control.get("state", model.state)
+            model.stopping_reason = pointers.control.get("stopping_reason")
+            model.control = pointers.control
             _event(session, model_id, kind, version, data)
+
+    def add_event(
+        self, model_id: int, kind: str, version: int | None, data: dict[str, Any]
+    ) -> None:
+        with self._sessions.begin() as session:
+            _event(session, model_id, kind, version, data)
+
+    def update_training(self, model_id: int, training: dict[str, Any]) -> None:
+        with self._sessions.begin() as session:
+            model = _locked_model(session, model_id)
+            model.training = training
+            _event(session, model_id, "training_updated", None, {"training": training})
 
     def events(self, model_id: int, *, since: int = 0, limit: int = 1000) -> Sequence[EventRow]:
         with self._sessions() as session:

@@ -30,11 +30,16 @@ class ModelView(BaseModel):
     optimizer: OptimizerSpec
     training: TrainingConfig
     seed: int
-    state: str
+    state: str = Field(description="training | stopped")
+    stopping_reason: str | None
     step: int
     samples_seen: int
     served_version: int
     head_version: int
+    best_version: int
+    best_metric: float | None = Field(description="Best monitored validation score so far.")
+    rounds_since_improvement: int
+    validation_rows: int
     device: str
     created_at: datetime
 
@@ -68,9 +73,37 @@ class FitResponse(BaseModel):
     model: str
     step: int
     samples_seen: int
-    trained: int
-    train_loss: float
-    version: int
+    trained: int = Field(description="Rows trained on (the rest went to the validation buffer).")
+    train_loss: float | None = Field(description="Mean loss of this call's steps, if any.")
+    version: int = Field(description="The served version.")
+    state: str
+    prequential: dict[str, float] = Field(
+        description="Loss and accuracy (or MAE, R²) of this batch before training on it."
+    )
+
+
+class ValidationRequest(StrictModel):
+    """Documented shape only: parsed like partial-fit."""
+
+    inputs: list[Row]
+    targets: list[Any]
+
+
+class ValidationView(BaseModel):
+    model: str
+    size: int
+    capacity: int
+    class_counts: list[int] | None = None
+
+
+class PromoteRequest(StrictModel):
+    version: int = Field(ge=1)
+
+
+class TrainingPatch(BaseModel):
+    """Any subset of the `training` section; unknown keys are refused."""
+
+    model_config = {"extra": "allow"}
 
 
 class VersionView(BaseModel):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from copy import deepcopy
 from typing import Any
 
 import numpy as np
+from fastapi.testclient import TestClient
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
@@ -31,7 +33,7 @@ def model_body(
             **spec,
         },
         "optimizer": optimizer or {"name": "adam", "lr": 0.01},
-        "training": training or {"batch_size": 16},
+        "training": {"batch_size": 16, "holdout": 0.0, **(training or {})},
         "seed": seed,
     }
 
@@ -58,3 +60,56 @@ def batches(x: np.ndarray, y: np.ndarray, size: int) -> list[dict[str, Any]]:
         {"inputs": x[i : i + size].tolist(), "targets": y[i : i + size].tolist()}
         for i in range(0, len(x), size)
     ]
+
+
+def with_field(body: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    """A deep copy of `body` with the field at `dotted` (e.g. `spec.dropout`) set to `value`."""
+    changed = deepcopy(body)
+    *parents, key = dotted.split(".")
+    target = changed
+    for part in parents:
+        target = target[part]
+    target[key] = value
+    return changed
+
+
+def outputs(body: dict[str, Any]) -> list[Any]:
+    """What a predict response says: probabilities when it has them, else the predictions."""
+    result: list[Any] = body["probabilities"] or body["predictions"]
+    return result
+
+
+def predicted(
+    client: TestClient, name: str, inputs: list[list[float]], version: int | None = None
+) -> list[Any]:
+    """The outputs of `version` (default: the served one) for `inputs`, compared bit for bit."""
+    request: dict[str, Any] = {"inputs": inputs}
+    if version is not None:
+        request["version"] = version
+    response = client.post(f"/v1/models/{name}/predict", json=request)
+    assert response.status_code == 200, response.text
+    return outputs(response.json())
+
+
+def checkpoint(client: TestClient, name: str) -> int:
+    response = client.post(f"/v1/models/{name}/versions")
+    assert response.status_code == 201, response.text
+    number: int = response.json()["version"]
+    return number
+
+
+def head_outputs(client: TestClient, name: str, inputs: list[list[float]]) -> list[Any]:
+    """What the training head predicts: checkpoints it, then predicts with that version."""
+    return predicted(client, name, inputs, checkpoint(client, name))
+
+
+def fit(client: TestClient, name: str, batch: dict[str, Any]) -> dict[str, Any]:
+    response = client.post(f"/v1/models/{name}/partial-fit", json=batch)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def rollback(client: TestClient, name: str, version: int) -> None:
+    response = client.post(f"/v1/models/{name}/rollback", json={"version": version})
+    assert response.status_code == 200, response.text

@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("served_version", sa.Integer(), nullable=False),
         sa.Column("head_version", sa.Integer(), nullable=False),
         sa.Column("best_version", sa.Integer(), nullable=True),
+        sa.Column("control", sa.JSON(), nullable=False),
         sa.Column("generation", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),

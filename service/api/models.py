@@ -1,13 +1,19 @@
-"""/v1/models: create, list, get, delete, predict, partial-fit."""
+"""/v1/models: create, list, get, delete, predict, partial-fit, validation rows."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 from fastapi import APIRouter, Request, Response, status
+from pydantic import BaseModel
 
 from service.api.bodies import json_object, optional_version
 from service.api.deps import HubDep, NameParam, SettingsDep
-from service.api.views import model_view
+from service.api.views import fit_view, model_view, validation_view
 from service.batches import matrix_from, targets_from
+from service.config import Settings
+from service.hub import ModelHub
 from service.schemas import (
     CreateModel,
     FitRequest,
@@ -16,12 +22,14 @@ from service.schemas import (
     ModelView,
     PredictRequest,
     PredictResponse,
+    ValidationRequest,
+    ValidationView,
 )
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
-def _documented_body(model: type[PredictRequest] | type[FitRequest]) -> dict[str, object]:
+def _documented_body(model: type[BaseModel]) -> dict[str, Any]:
     schema = {"application/json": {"schema": model.model_json_schema()}}
     return {"requestBody": {"required": True, "content": schema}}
 
@@ -54,44 +62,49 @@ async def predict(
     spec = hub.live(name).spec
     payload = await json_object(request, allowed={"inputs", "version"})
     inputs = matrix_from(
-        payload.get("inputs"),
-        field="inputs",
-        features=spec.inputs,
-        max_rows=settings.max_batch_rows,
-        max_abs=settings.max_input_abs,
-    )
+        payload.get("inputs"), field="inputs", features=spec.inputs,
+        max_rows=settings.max_batch_rows, max_abs=settings.max_input_abs,
+    )  # fmt: skip
     version, result = await hub.predict(name, inputs, optional_version(payload))
     return PredictResponse(
-        model=name,
-        version=version,
-        predictions=result.predictions,
+        model=name, version=version, predictions=result.predictions,
         probabilities=result.probabilities,
-    )
+    )  # fmt: skip
 
 
 @router.post("/{name}/partial-fit", openapi_extra=_documented_body(FitRequest))
 async def partial_fit(
     name: NameParam, request: Request, hub: HubDep, settings: SettingsDep
 ) -> FitResponse:
+    inputs, targets = await _labelled_rows(name, request, hub, settings)
+    report = await hub.partial_fit(name, inputs, targets)
+    return fit_view(hub.live(name), report)
+
+
+@router.post("/{name}/validation", openapi_extra=_documented_body(ValidationRequest))
+async def add_validation(
+    name: NameParam, request: Request, hub: HubDep, settings: SettingsDep
+) -> ValidationView:
+    inputs, targets = await _labelled_rows(name, request, hub, settings)
+    await hub.add_validation(name, inputs, targets)
+    return validation_view(hub.live(name))
+
+
+@router.get("/{name}/validation")
+async def get_validation(name: NameParam, hub: HubDep) -> ValidationView:
+    return validation_view(hub.live(name))
+
+
+async def _labelled_rows(
+    name: str, request: Request, hub: ModelHub, settings: Settings
+) -> tuple[np.ndarray, np.ndarray]:
     spec = hub.live(name).spec
     payload = await json_object(request, allowed={"inputs", "targets"})
     inputs = matrix_from(
-        payload.get("inputs"),
-        field="inputs",
-        features=spec.inputs,
-        max_rows=settings.max_batch_rows,
-        max_abs=settings.max_input_abs,
-    )
+        payload.get("inputs"), field="inputs", features=spec.inputs,
+        max_rows=settings.max_batch_rows, max_abs=settings.max_input_abs,
+    )  # fmt: skip
     targets = targets_from(
         payload.get("targets"), spec=spec, rows=inputs.shape[0], max_abs=settings.max_input_abs
     )
-    outcome = await hub.partial_fit(name, inputs, targets)
-    head = outcome.model.head
-    return FitResponse(
-        model=name,
-        step=head.step,
-        samples_seen=head.samples_seen,
-        trained=outcome.result.trained,
-        train_loss=outcome.result.train_loss,
-        version=outcome.model.served.version,
-    )
+    return inputs, targets

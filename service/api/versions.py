@@ -8,7 +8,13 @@ from fastapi import APIRouter, Path, Query, status
 
 from service.api.deps import HubDep, NameParam
 from service.api.views import event_view, version_view
-from service.schemas import EventList, RollbackRequest, VersionList, VersionView
+from service.schemas import (
+    EventList,
+    PromoteRequest,
+    RollbackRequest,
+    VersionList,
+    VersionView,
+)
 
 router = APIRouter(prefix="/v1/models/{name}", tags=["versions"])
 
@@ -16,18 +22,18 @@ router = APIRouter(prefix="/v1/models/{name}", tags=["versions"])
 @router.post("/versions", status_code=status.HTTP_201_CREATED)
 async def create_version(name: NameParam, hub: HubDep) -> VersionView:
     row = await hub.checkpoint(name)
-    return version_view(row, served_version=hub.live(name).served.version)
+    return version_view(row, served_version=hub.live(name).learner.served.version)
 
 
 @router.get("/versions")
 async def list_versions(name: NameParam, hub: HubDep) -> VersionList:
     rows = await hub.version_rows(name)
-    live = hub.live(name)
-    served = live.served.version
+    learner = hub.live(name).learner
+    served = learner.served.version
     return VersionList(
         model=name,
         served_version=served,
-        head_version=live.head_version,
+        head_version=learner.head_version,
         versions=[version_view(row, served_version=served) for row in rows],
     )
 
@@ -37,12 +43,19 @@ async def get_version(
     name: NameParam, version: Annotated[int, Path(ge=1)], hub: HubDep
 ) -> VersionView:
     row = await hub.version_row(name, version)
-    return version_view(row, served_version=hub.live(name).served.version)
+    return version_view(row, served_version=hub.live(name).learner.served.version)
 
 
 @router.post("/rollback")
 async def rollback(name: NameParam, body: RollbackRequest, hub: HubDep) -> VersionView:
     await hub.rollback(name, body.version)
+    row = await hub.version_row(name, body.version)
+    return version_view(row, served_version=body.version)
+
+
+@router.post("/promote")
+async def promote(name: NameParam, body: PromoteRequest, hub: HubDep) -> VersionView:
+    await hub.promote(name, body.version)
     row = await hub.version_row(name, body.version)
     return version_view(row, served_version=body.version)
 

@@ -4,41 +4,50 @@ from __future__ import annotations
 
 from service.db.tables import EventRow, VersionRow
 from service.hub import LiveModel
-from service.schemas import EventView, ModelView, VersionView
+from service.learning.learner import LearnReport
+from service.schemas import EventView, FitResponse, ModelView, ValidationView, VersionView
 
 
 def model_view(live: LiveModel) -> ModelView:
+    learner = live.learner
+    control, head = learner.control, learner.head
     return ModelView(
-        name=live.name,
-        task=live.spec.task,
-        spec=live.spec,
-        optimizer=live.optimizer,
-        training=live.training,
-        seed=live.row.seed,
-        state="training",
-        step=live.head.step,
-        samples_seen=live.head.samples_seen,
-        served_version=live.served.version,
-        head_version=live.head_version,
-        device=str(live.head.device),
+        name=live.name, task=live.spec.task, spec=live.spec, optimizer=learner.optimizer,
+        training=learner.training, seed=live.row.seed, state=control.state,
+        stopping_reason=control.stopping_reason, step=head.step, samples_seen=head.samples_seen,
+        served_version=learner.served.version, head_version=learner.head_version,
+        best_version=learner.best.version, best_metric=learner.stopper.state.best,
+        rounds_since_improvement=learner.stopper.state.wait,
+        validation_rows=learner.buffer.size, device=str(head.device),
         created_at=live.row.created_at,
+    )  # fmt: skip
+
+
+def fit_view(live: LiveModel, report: LearnReport) -> FitResponse:
+    learner = live.learner
+    return FitResponse(
+        model=live.name, step=learner.head.step, samples_seen=learner.head.samples_seen,
+        trained=report.trained, train_loss=report.train_loss, version=learner.served.version,
+        state=report.state, prequential=report.prequential,
+    )  # fmt: skip
+
+
+def validation_view(live: LiveModel) -> ValidationView:
+    buffer, spec = live.learner.buffer, live.spec
+    classes = {"classification": spec.outputs, "binary": 2}.get(spec.task)
+    counts = buffer.class_counts(classes) if classes and buffer.size else None
+    return ValidationView(
+        model=live.name, size=buffer.size, capacity=buffer.capacity, class_counts=counts
     )
 
 
 def version_view(row: VersionRow, *, served_version: int) -> VersionView:
     return VersionView(
-        version=row.number,
-        parent=row.parent,
-        step=row.step,
-        samples_seen=row.samples_seen,
-        metrics=row.metrics,
-        reason=row.reason,
-        status=row.status,
-        served=row.number == served_version,
-        weights_sha256=row.weights_sha256,
-        weights_bytes=row.weights_bytes,
-        created_at=row.created_at,
-    )
+        version=row.number, parent=row.parent, step=row.step, samples_seen=row.samples_seen,
+        metrics=row.metrics, reason=row.reason, status=row.status,
+        served=row.number == served_version, weights_sha256=row.weights_sha256,
+        weights_bytes=row.weights_bytes, created_at=row.created_at,
+    )  # fmt: skip
 
 
 def event_view(row: EventRow) -> EventView:

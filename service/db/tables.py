@@ -58,6 +58,8 @@ class ModelRow(Base):
     served_version: Mapped[int]
     head_version: Mapped[int]
     best_version: Mapped[int | None]
+    # The learning controller's plain-data state (stopper, counters), written on transitions.
+    control: Mapped[dict[str, Any]] = mapped_column(default=dict)
     generation: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

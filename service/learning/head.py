@@ -53,14 +53,19 @@ class TrainingHead:
             samples_seen=self.samples_seen,
         )
 
-    def load_state(self, state: HeadState) -> None:
-        """Restores the head bit for bit (tensors are copied in, never aliased)."""
+    def load_state(self, state: HeadState, *, counters: bool = True) -> None:
+        """Restores the head bit for bit (tensors are copied in, never aliased).
+
+        `counters=False` keeps the stream's step and sample counters, which only move forward:
+        a rollback changes what the head knows, not how much of the stream has gone by.
+        """
         with torch.no_grad():
             self.network.load_state_dict(state.network)
         self.optimizer.load_state_dict(_clone_optimizer_state(state.optimizer))
         self.generator.set_state(state.rng.clone())
-        self.step = state.step
-        self.samples_seen = state.samples_seen
+        if counters:
+            self.step = state.step
+            self.samples_seen = state.samples_seen
 
     def checkpoint(self, meta: dict[str, Any] | None = None) -> Checkpoint:
         state = self.state()
@@ -71,16 +76,16 @@ class TrainingHead:
             {"step": self.step, "samples_seen": self.samples_seen, **(meta or {})},
         )
 
-    def load_checkpoint(self, checkpoint: Checkpoint) -> None:
-        device = self.device
-        self.load_state(
-            HeadState(
-                network={k: v.to(device) for k, v in checkpoint.network.items()},
-                optimizer=checkpoint.optimizer,
-                rng=checkpoint.rng,
-                step=int(checkpoint.meta.get("step", 0)),
-                samples_seen=int(checkpoint.meta.get("samples_seen", 0)),
-            )
+    def load_checkpoint(self, checkpoint: Checkpoint, *, counters: bool = True) -> None:
+        self.load_state(self.state_from(checkpoint), counters=counters)
+
+    def state_from(self, checkpoint: Checkpoint) -> HeadState:
+        return HeadState(
+            network={k: v.to(self.device) for k, v in checkpoint.network.items()},
+            optimizer=checkpoint.optimizer,
+            rng=checkpoint.rng,
+            step=int(checkpoint.meta.get("step", 0)),
+            samples_seen=int(checkpoint.meta.get("samples_seen", 0)),
         )
 
 

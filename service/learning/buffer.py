@@ -1,0 +1,45 @@
+"""The validation buffer: the latest labelled rows that never train, held on the model's device."""
+
+from __future__ import annotations
+
+import torch
+
+
+class ValidationBuffer:
+    """A ring of `capacity` rows; adding past capacity overwrites the oldest rows."""
+
+    def __init__(
+        self, capacity: int, features: int, target_shape: tuple[int, ...],
+        target_dtype: torch.dtype, device: torch.device,
+    ) -> None:  # fmt: skip
+        self.capacity = capacity
+        self._x = torch.empty((capacity, features), dtype=torch.float32, device=device)
+        self._y = torch.empty((capacity, *target_shape), dtype=target_dtype, device=device)
+        self._next = 0
+        self.size = 0
+
+    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        rows = x.shape[0]
+        if rows >= self.capacity:  # only the newest rows fit
+            x, y, rows = x[-self.capacity :], y[-self.capacity :], self.capacity
+        first = min(rows, self.capacity - self._next)
+        self._x[self._next : self._next + first] = x[:first]
+        self._y[self._next : self._next + first] = y[:first].reshape(self._y[:first].shape)
+        rest = rows - first
+        if rest:
+            self._x[:rest] = x[first:]
+            self._y[:rest] = y[first:].reshape(self._y[:rest].shape)
+        self._next = (self._next + rows) % self.capacity
+        self.size = min(self.capacity, self.size + rows)
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._x[: self.size], self._y[: self.size]
+
+    def class_counts(self, classes: int) -> list[int]:
+        _, y = self.tensors()
+        counts = torch.bincount(y.reshape(-1).long(), minlength=classes)
+        return [int(c) for c in counts.tolist()]
+
+    def clear(self) -> None:
+        self._next = 0
+        self.size = 0

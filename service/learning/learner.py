@@ -1,0 +1,334 @@
+"""The online learner: test-then-train on a stream, guarded by a validation buffer.
+
+Per batch: score it with the head before training (prequential metrics), hold out a seeded
+fraction of its rows for validation, train on the rest (one transactional `fit`). Every
+`eval_every` optimizer steps a round scores the head on the buffer: an improvement becomes
+a version (and maybe the served one), a degradation sends the head back to the best version,
+and the early stopper may stop training. While stopped, rows go to the buffer and each round
+watches the served version for drift, resuming training when the world has moved.
+
+All methods run on the model's writer thread; `served` is only ever replaced, never modified.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from models.losses import target_dtype
+from models.spec import OptimizerSpec
+from service.learning.buffer import ValidationBuffer
+from service.learning.config import TrainingConfig
+from service.learning.early_stopping import EarlyStopper, StopperState, better
+from service.learning.evaluation import Metrics, evaluate
+from service.learning.head import HeadState, TrainingHead
+from service.learning.holdout import holdout_mask
+from service.learning.rules import drifted, rollback_reason
+from service.learning.trainer import Limits, fit
+from service.recorder import ModelRecorder
+from service.registry import Pointers
+from service.served import ServedModel
+
+State = Literal["training", "stopped"]
+
+
+@dataclass(frozen=True)
+class BestVersion:
+    """The best version so far, resident in device memory so a rollback reads no file."""
+
+    version: int
+    state: HeadState
+    score: float | None
+
+
+@dataclass
+class Control:
+    """The learner's plain-data state, stored on the model row at every transition."""
+
+    state: State = "training"
+    stopping_reason: str | None = None
+    stopper: StopperState = field(default_factory=StopperState)
+    rows_seen: int = 0  # every accepted row, held out or not
+    served_score_at_stop: float | None = None
+    last_round_step: int = 0
+    idle_steps: int = 0  # mini-batch-sized chunks received while stopped
+    step: int = 0
+    samples_seen: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.__dict__ | {"stopper": self.stopper.to_dict()}
+        return dict(data)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Control:
+        if not data:
+            return cls()
+        return cls(**(data | {"stopper": StopperState.from_dict(data["stopper"])}))
+
+
+@dataclass(frozen=True)
+class LearnReport:
+    trained: int
+    steps: int
+    train_loss: float | None
+    prequential: Metrics
+    state: State
+
+
+class OnlineLearner:
+    def __init__(
+        self, *, head: TrainingHead, served: ServedModel, best: BestVersion, head_version: int,
+        training: TrainingConfig, optimizer: OptimizerSpec, seed: int, limits: Limits,
+        recorder: ModelRecorder, control: Control,
+    ) -> None:  # fmt: skip
+        self.head = head
+        self.served = served
+        self.best = best
+        self.head_version = head_version
+        self.optimizer = optimizer
+        self.seed = seed
+        self.limits = limits
+        self.recorder = recorder
+        self.control = control
+        self.training = training
+        self.stopper = EarlyStopper(training.stopper(), control.stopper)
+        self.buffer = self._new_buffer(training.buffer_size)
+        self._round_losses: list[tuple[float, int]] = []
+
+    @property
+    def spec(self) -> Any:
+        return self.head.spec
+
+    # -- the stream -----------------------------------------------------------------------
+
+    def learn(
+        self, x: torch.Tensor, y: torch.Tensor, x_rows: np.ndarray, y_rows: np.ndarray
+    ) -> LearnReport:
+        """`x_rows`/`y_rows` are the same rows on the host, for the holdout hash."""
+        prequential = evaluate(self.head.network, self.spec, x, y)
+        if self.control.state == "stopped":
+            self._accept(x, y, held_out=None)
+            self._watch_while_stopped(x.shape[0])
+            return LearnReport(0, 0, None, prequential, "stopped")
+        mask = holdout_mask(self.seed, x_rows, y_rows, self.training.holdout)
+        train = torch.from_numpy(~mask).to(x.device)
+        steps, trained, loss = 0, 0, None
+        if bool(train.any()):
+            result = fit(
+                self.head, x[train], y[train], training=self.training, optimizer=self.optimizer,
+                limits=self.limits,
+            )  # fmt: skip
+            steps, trained, loss = result.steps, result.trained, result.train_loss
+            self._round_losses.append((loss, trained))
+        self._accept(x, y, held_out=mask)
+        if self._round_due():
+            self._round()
+        return LearnReport(trained, steps, loss, prequential, self.control.state)
+
+    def add_validation(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.buffer.add(x, y)
+
+    def _accept(self, x: torch.Tensor, y: torch.Tensor, *, held_out: np.ndarray | None) -> None:
+        if held_out is None:
+            self.buffer.add(x, y)
+        elif held_out.any():
+            keep = torch.from_numpy(held_out).to(x.device)
+            self.buffer.add(x[keep], y[keep])
+        self.control.rows_seen += x.shape[0]
+
+    def _round_due(self) -> bool:
+        every = self.training.eval_every
+        return self.head.step // every > self.control.last_round_step // every
+
+    # -- rounds ---------------------------------------------------------------------------
+
+    def _round(self) -> None:
+        self.control.last_round_step = self.head.step
+        if self.buffer.size == 0:
+            return
+        metrics = evaluate(self.head.network, self.spec, *self.buffer.tensors())
+        score = metrics[self.training.metric]
+        self.recorder.event("round", self.head_version, self._round_record(metrics))
+        decision = self.stopper.update(score, self.head.step)
+        if not decision.monitored:
+            return
+        if decision.improved:
+            self._checkpoint_best(score, metrics)
+        elif reason := rollback_reason(
+            score, self.best.score, self.training.resolved_mode, self.training.rollback_tolerance
+        ):
+            self._roll_back(reason, score)
+        if decision.stop is not None:
+            self._stop(decision.stop, score)
+
+    def _round_record(self, metrics: Metrics) -> dict[str, Any]:
+        rows = sum(n for _, n in self._round_losses)
+        loss = sum(v * n for v, n in self._round_losses) / rows if rows else None
+        self._round_losses.clear()
+        return {
+            "step": self.head.step, "samples_seen": self.head.samples_seen, "train_loss": loss,
+            **{f"val_{k}": _finite_or_none(v) for k, v in metrics.items()},
+        }  # fmt: skip
+
+    def _checkpoint_best(self, score: float, metrics: Metrics) -> None:
+        val = {f"val_{k}": v for k, v in metrics.items()}
+        serve = self._should_promote(score)
+        number = self.recorder.checkpoint(
+            self.head, reason="improved", metrics=val, parent=self.head_version,
+            pointers=Pointers(self._control(), serve=serve, best=True),
+        )  # fmt: skip
+        self.head_version = number
+        self.best = BestVersion(number, self.head.state(), score)
+        if serve:
+            self.served = ServedModel.from_state(
+                self.spec, number, self.best.state.network, self.head.device
+            )
+        self._prune()
+
+    def _should_promote(self, score: float) -> bool:
+        if self.training.promote == "latest":
+            return True
+        if self.training.promote == "manual":
+            return False
+        served_score = self.score_served()
+        return served_score is None or better(score, served_score, self.training.resolved_mode)
+
+    def _roll_back(self, reason: str, score: float) -> None:
+        """The head goes back to the best version (weights and optimizer state), from memory."""
+        self.head.load_state(self.best.state, counters=False)
+        self.head_version = self.best.version
+        data = {"reason": reason, "score": _finite_or_none(score), "best": self.best.score}
+        self.recorder.move(
+            "rollback", self.best.version, Pointers(self._control(), head=self.best.version), data
+        )
+
+    def _stop(self, reason: str, score: float) -> None:
+        if self.training.restore_best and self.head_version != self.best.version:
+            self.head.load_state(self.best.state, counters=False)
+            self.head_version = self.best.version
+        self.control.state, self.control.stopping_reason = "stopped", reason
+        self.control.served_score_at_stop = self.score_served()
+        data = {
+            "reason": reason, "score": _finite_or_none(score), "best": self.best.score,
+            "served_score": self.control.served_score_at_stop,
+        }  # fmt: skip
+        self.recorder.move(
+            "early_stop", self.best.version, Pointers(self._control(), head=self.head_version), data
+        )
+
+    # -- while stopped --------------------------------------------------------------------
+
+    def _watch_while_stopped(self, rows: int) -> None:
+        before = self.control.idle_steps
+        self.control.idle_steps += math.ceil(rows / self.training.batch_size)
+        every = self.training.eval_every
+        if self.control.idle_steps // every == before // every:
+            return
+        score = self.score_served()
+        if score is None or self.control.stopping_reason == "manual":
+            return
+        at_stop = self.control.served_score_at_stop
+        mode, tolerance = self.training.resolved_mode, self.training.drift_tolerance
+        if not drifted(score, at_stop, mode, tolerance):
+            return
+        data = {"score": _finite_or_none(score), "at_stop": at_stop}
+        self.recorder.event("drift", self.served.version, data)
+        if self.training.resume_on_drift:
+            self.resume("drift")
+
+    def resume(self, reason: str) -> None:
+        if reason == "drift":
+            # A new world: scores from the old one are no yardstick for improvement or rollback.
+            self.stopper.reset()
+            self.control.stopper = self.stopper.state
+            self.best = BestVersion(self.best.version, self.best.state, None)
+        else:
+            self.stopper.state.wait = 0
+        self.control.state, self.control.stopping_reason = "training", None
+        self.control.served_score_at_stop = None
+        self.control.last_round_step = self.head.step
+        self.recorder.move("resume", None, Pointers(self._control()), {"reason": reason})
+
+    def stop(self) -> None:
+        self.control.state, self.control.stopping_reason = "stopped", "manual"
+        self.control.served_score_at_stop = self.score_served()
+        self.recorder.move("stop", None, Pointers(self._control()), {"reason": "manual"})
+
+    # -- by hand --------------------------------------------------------------------------
+
+    def checkpoint(self, reason: str = "manual") -> int:
+        number = self.recorder.checkpoint(
+            self.head, reason=reason, metrics=self.validation_metrics(self.head.network),
+            parent=self.head_version, pointers=Pointers(self._control()),
+        )  # fmt: skip
+        self.head_version = number
+        self._prune()
+        return number
+
+    def reset_to(self, version: int, state: HeadState) -> None:
+        """Manual rollback: serve `version` and restart the head from it."""
+        served = ServedModel.from_state(self.spec, version, state.network, self.head.device)
+        score = self._score(served.network)
+        data = {"from_version": self.served.version, "head_version": self.head_version}
+        self.stopper.state.best, self.stopper.state.wait = score, 0
+        self.recorder.move(
+            "rollback",
+            version,
+            Pointers(self._control(), serve=True, best=True, head=version),
+            data,
+        )
+        self.head.load_state(state, counters=False)
+        self.head_version = version
+        self.best = BestVersion(version, state, score)
+        self.served = served
+
+    def promote(self, version: int, served: ServedModel) -> None:
+        self.recorder.move(
+            "promote", version, Pointers(self._control(), serve=True), {"reason": "manual"}
+        )
+        self.served = served
+
+    def reconfigure(self, training: TrainingConfig) -> None:
+        if training.buffer_size != self.training.buffer_size:
+            old = self.buffer.tensors()
+            self.buffer = self._new_buffer(training.buffer_size)
+            self.buffer.add(*old)
+        self.training = training
+        self.stopper.config = training.stopper()
+
+    # -- scores ---------------------------------------------------------------------------
+
+    def validation_metrics(self, network: torch.nn.Module) -> Metrics:
+        if self.buffer.size == 0:
+            return {}
+        metrics = evaluate(network, self.spec, *self.buffer.tensors())
+        return {f"val_{k}": v for k, v in metrics.items()}
+
+    def score_served(self) -> float | None:
+        return self._score(self.served.network)
+
+    def _score(self, network: torch.nn.Module) -> float | None:
+        if self.buffer.size == 0:
+            return None
+        return evaluate(network, self.spec, *self.buffer.tensors())[self.training.metric]
+
+    def _control(self) -> dict[str, Any]:
+        self.control.step, self.control.samples_seen = self.head.step, self.head.samples_seen
+        return self.control.to_dict()
+
+    def _prune(self) -> None:
+        protected = {self.served.version, self.best.version, self.head_version}
+        self.recorder.prune(keep=self.training.keep_versions, protected=protected)
+
+    def _new_buffer(self, capacity: int) -> ValidationBuffer:
+        spec = self.spec
+        shape: tuple[int, ...] = () if spec.task == "classification" else (spec.outputs,)
+        return ValidationBuffer(capacity, spec.inputs, shape, target_dtype(spec), self.head.device)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
