@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from service.api import errors, health, models, training, versions
-from service.api.limits import BodySizeLimit
+from service.api.limits import RequestEdge
 from service.config import Settings
 from service.lifespan import lifespan_for
 
@@ -23,5 +23,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(versions.router)
     app.include_router(training.router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestEdge, max_bytes=settings.max_body_bytes)
     return app

@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     max_grad_norm: float = Field(
         default=1e6, gt=0, description="A step whose gradient norm exceeds this is refused."
     )
+    queue_batches: int = Field(
+        default=64, ge=1, description="Pending batches per model before partial-fit answers 429."
+    )
+    retry_after_s: float = Field(default=1.0, gt=0, description="Retry-After sent with a 429.")
+    batch_id_memory: int = Field(
+        default=100_000, ge=0, description="Applied batch ids per model kept for de-duplication."
+    )
     torch_threads: int | None = Field(
         default=None, ge=1, description="torch intra-op threads; default: torch's own choice."
     )

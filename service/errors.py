@@ -59,6 +59,12 @@ class BatchRejected(InvalidInput):
     code = "batch_rejected"
 
 
+class BatchSkipped(GradualError):
+    """A stream stopped at an earlier failure (on_error=stop): this batch was not applied."""
+
+    code = "batch_skipped"
+
+
 class VersionUnavailable(GradualError):
     """A version row exists but its weights were archived or fail their checksum."""
 
@@ -71,6 +77,16 @@ class BodyTooLarge(GradualError):
 
 class UnsupportedMediaType(GradualError):
     code = "unsupported_media_type"
+
+
+class QueueFull(GradualError):
+    """The model's bounded queue of pending batches is full: retry after `retry_after` s."""
+
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class NotReady(GradualError):

@@ -1,7 +1,7 @@
 """The live-model hub: every model's learner (head, served version, best version), resident.
 
 This is the service layer the routes call. Torch work and SQL run in worker threads, so the
-event loop never blocks; each model has one writer at a time (its lock), while predict reads
+event loop never blocks; each model has one writer (its pipeline's worker), while predict reads
 the served snapshot, which is replaced by assignment and never modified in place.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -21,11 +21,20 @@ from pydantic import ValidationError
 from models.spec import NetworkSpec, OptimizerSpec
 from service.config import Settings
 from service.db.tables import EventRow, ModelRow, VersionRow
-from service.errors import InvalidInput, ModelExists, ModelNotFound, VersionUnavailable
+from service.errors import (
+    BatchSkipped,
+    GradualError,
+    InvalidInput,
+    ModelExists,
+    ModelNotFound,
+    VersionUnavailable,
+)
 from service.learning.config import TrainingConfig
 from service.learning.head import TrainingHead
 from service.learning.learner import BestVersion, Control, LearnReport, OnlineLearner
+from service.learning.ledger import BatchLedger
 from service.learning.trainer import Limits
+from service.pipeline import Pipeline
 from service.recorder import ModelRecorder
 from service.registry import NewModel, NewVersion, Registry
 from service.schemas import CreateModel
@@ -39,11 +48,13 @@ T = TypeVar("T")
 
 @dataclass
 class LiveModel:
-    """A model in memory: its row (identity, spec, seed) and the learner that owns its tensors."""
+    """A model in memory: its row (identity, spec, seed), the learner that owns its tensors,
+    the ledger of applied batch ids, and the pipeline through which every change passes."""
 
     row: ModelRow
     learner: OnlineLearner
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    ledger: BatchLedger
+    pipeline: Pipeline
 
     @property
     def id(self) -> int:
@@ -56,6 +67,33 @@ class LiveModel:
     @property
     def spec(self) -> NetworkSpec:
         return self.learner.head.spec
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A batch's report with the counters and served version right after it."""
+
+    report: LearnReport
+    step: int
+    samples_seen: int
+    version: int
+
+
+@dataclass(frozen=True)
+class FitOutcome:
+    """A trained batch, or a duplicate's acknowledgement, or a queued position."""
+
+    trained: Trained | None
+    duplicate: bool = False
+    queued: int | None = None
+
+
+@dataclass
+class StreamGuard:
+    """Shared by one stream's batches: once a batch fails with `stop_on_error`, the rest skip."""
+
+    stop_on_error: bool
+    aborted: bool = False
 
 
 class ModelHub:
@@ -102,7 +140,8 @@ class ModelHub:
         best_state = head.state_from(self._read(row, best_number))
         best = BestVersion(best_number, best_state, control.stopper.best)
         served = self._load_version(row, row.served_version)
-        return self._live(row, head, served, best, control)
+        batch_ids = self.registry.applied_batch_ids(row.id, limit=self.settings.batch_id_memory)
+        return self._live(row, head, served, best, control, batch_ids)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -144,11 +183,14 @@ class ModelHub:
 
     async def delete(self, name: str) -> None:
         live = self.live(name)
-        async with live.lock:
-            await to_thread.run_sync(self.registry.delete_model, live.id)
-            self._models.pop(name, None)
-            self.versions.forget(live.id)
-            await to_thread.run_sync(self.store.remove_model, live.id)
+
+        def delete() -> None:
+            self.registry.delete_model(live.id)
+            self.store.remove_model(live.id)
+
+        await self._write(name, delete)
+        self._models.pop(name, None)
+        self.versions.forget(live.id)
 
     # -- serving --------------------------------------------------------------------------
 
@@ -179,10 +221,33 @@ class ModelHub:
 
     # -- training -------------------------------------------------------------------------
 
-    async def partial_fit(self, name: str, inputs: np.ndarray, targets: np.ndarray) -> LearnReport:
-        learner = self.live(name).learner
-        x, y = self._tensors(inputs, targets)
-        return await self._write(name, lambda: learner.learn(x, y, inputs, targets))
+    async def partial_fit(
+        self, name: str, inputs: np.ndarray, targets: np.ndarray, *,
+        batch_id: str | None = None, wait: bool = True,
+    ) -> FitOutcome:  # fmt: skip
+        """Queues a batch (429 when the queue is full) and, unless `wait` is off, awaits it."""
+        future = self.submit_fit(name, inputs, targets, batch_id=batch_id, wait=wait)
+        if future is None:
+            return FitOutcome(None, duplicate=True)
+        if not wait:
+            return FitOutcome(None, queued=self.live(name).pipeline.depth)
+        return FitOutcome(await future)
+
+    def submit_fit(
+        self, name: str, inputs: np.ndarray, targets: np.ndarray, *, batch_id: str | None,
+        wait: bool = True, guard: StreamGuard | None = None,
+    ) -> asyncio.Future[Trained] | None:  # fmt: skip
+        """The batch's future, or None for a batch id applied (or queued) already."""
+        live = self.live(name)
+        if batch_id is not None and live.ledger.seen(batch_id):
+            return None
+        job = _FitJob(live, *self._tensors(inputs, targets), inputs, targets, batch_id, wait, guard)
+        future = live.pipeline.submit(job.run, batch=True)
+        if batch_id is not None:
+            live.ledger.reserve(batch_id)
+        if not wait:
+            future.add_done_callback(_consume)
+        return future
 
     async def add_validation(self, name: str, inputs: np.ndarray, targets: np.ndarray) -> int:
         learner = self.live(name).learner
@@ -227,10 +292,13 @@ class ModelHub:
         )
 
     async def _write(self, name: str, work: Callable[[], T]) -> T:
-        """Runs `work` as the model's only writer, off the event loop."""
-        live = self.live(name)
-        async with live.lock:
-            return await to_thread.run_sync(work)
+        """Runs `work` as the model's only writer, in order with its batches, off the loop."""
+        return await self.live(name).pipeline.run(work)
+
+    async def close(self) -> None:
+        """Lets every model finish the work already queued (graceful shutdown)."""
+        for live in self.all():
+            await live.pipeline.close()
 
     # -- versions -------------------------------------------------------------------------
 
@@ -282,16 +350,62 @@ class ModelHub:
 
     def _live(
         self, row: ModelRow, head: TrainingHead, served: ServedModel, best: BestVersion,
-        control: Control,
+        control: Control, batch_ids: list[str] | None = None,
     ) -> LiveModel:  # fmt: skip
+        ledger = BatchLedger(self.settings.batch_id_memory, batch_ids or ())
         learner = OnlineLearner(
             head=head, served=served, best=best, head_version=row.head_version,
             training=TrainingConfig.model_validate(row.training),
             optimizer=OptimizerSpec.model_validate(row.optimizer), seed=row.seed,
-            limits=self.limits, recorder=ModelRecorder(self.registry, self.store, row.id),
+            limits=self.limits, recorder=ModelRecorder(self.registry, self.store, row.id, ledger),
             control=control,
         )  # fmt: skip
-        return LiveModel(row, learner)
+        pipeline = Pipeline(self.settings.queue_batches, self.settings.retry_after_s)
+        return LiveModel(row, learner, ledger, pipeline)
+
+
+@dataclass(frozen=True)
+class _FitJob:
+    """One queued batch, run by the model's worker thread."""
+
+    live: LiveModel
+    x: torch.Tensor
+    y: torch.Tensor
+    inputs: np.ndarray
+    targets: np.ndarray
+    batch_id: str | None
+    wait: bool
+    guard: StreamGuard | None
+
+    def run(self) -> Trained:
+        learner, ledger, batch_id = self.live.learner, self.live.ledger, self.batch_id
+        try:
+            if self.guard is not None and self.guard.aborted:
+                raise BatchSkipped("skipped: an earlier batch of this stream failed")
+            report = learner.learn(self.x, self.y, self.inputs, self.targets)
+        except Exception as exc:
+            if batch_id is not None:
+                ledger.release(batch_id)
+            if self.guard is not None and self.guard.stop_on_error:
+                self.guard.aborted = True
+            if not self.wait:  # nobody awaits the answer: the event log says what happened
+                learner.recorder.event("batch_failed", None, _failure(exc, batch_id))
+            raise
+        if batch_id is not None:
+            ledger.applied(batch_id)
+        head = learner.head
+        return Trained(report, head.step, head.samples_seen, learner.served.version)
+
+
+def _failure(exc: Exception, batch_id: str | None) -> dict[str, Any]:
+    field = exc.field if isinstance(exc, GradualError) else None
+    return {"batch_id": batch_id, "error": type(exc).__name__, "message": str(exc), "field": field}
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Marks an unawaited job's exception as seen (it is in the event log)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _check_monitor(training: TrainingConfig, spec: NetworkSpec) -> None:

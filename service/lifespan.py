@@ -41,6 +41,7 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
         try:
             yield
         finally:
+            await hub.close()  # finish queued steps before the engine goes
             engine.dispose()
 
     return lifespan

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from service.learning.head import TrainingHead
+from service.learning.ledger import BatchLedger
 from service.registry import NewVersion, Pointers, Registry
 from service.weights import WeightStore
 
@@ -15,16 +17,25 @@ log = logging.getLogger("gradual.recorder")
 class ModelRecorder:
     """One model's link to the registry and the weight store; called from its writer thread."""
 
-    def __init__(self, registry: Registry, store: WeightStore, model_id: int) -> None:
+    def __init__(
+        self, registry: Registry, store: WeightStore, model_id: int, ledger: BatchLedger
+    ) -> None:
         self.registry = registry
         self.store = store
         self.model_id = model_id
+        self.ledger = ledger
 
     def checkpoint(
         self, head: TrainingHead, *, reason: str, metrics: dict[str, Any], parent: int | None,
         pointers: Pointers,
     ) -> int:  # fmt: skip
-        """Writes and fsyncs the file, then commits the row pointing at it; returns its number."""
+        """Writes and fsyncs the file, then commits the row pointing at it; returns its number.
+
+        The batch ids applied since the last checkpoint are recorded in the same transaction:
+        this version's weights hold their effect.
+        """
+        batch_ids = self.ledger.unrecorded()
+        pointers = replace(pointers, batch_ids=tuple(batch_ids))
         file = self.store.write(self.model_id, head.checkpoint({"control": pointers.control}))
         new = NewVersion(
             step=head.step, samples_seen=head.samples_seen, metrics=metrics, reason=reason,
@@ -37,6 +48,7 @@ class ModelRecorder:
         except Exception:
             self.store.remove(file.path)  # its row never committed: the file would be an orphan
             raise
+        self.ledger.recorded(batch_ids)
         return row.number
 
     def prune(self, *, keep: int, protected: set[int]) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db.tables import EventRow, ModelRow, VersionRow
+from service.db.tables import AppliedBatchRow, EventRow, ModelRow, VersionRow
 from service.errors import ModelExists, ModelNotFound, VersionNotFound
 from service.weights import StoredFile
 
@@ -38,6 +38,7 @@ class Pointers:
     """Which model pointers a change moves, and the controller state to store with it."""
 
     control: dict[str, Any]
+    batch_ids: tuple[str, ...] = ()  # applied since the last checkpoint: recorded with this one
     serve: bool = False
     best: bool = False
     head: int | None = None
@@ -136,6 +137,10 @@ class Registry:
             if pointers.serve:
                 model.served_version = number
             model.control = pointers.control
+            session.add_all(
+                AppliedBatchRow(model_id=model_id, batch_id=batch_id, version=number)
+                for batch_id in pointers.batch_ids
+            )
             _event(session, model_id, "checkpoint", number, {"reason": new.reason, **event_data})
             if pointers.serve:
                 _event(session, model_id, "promote", number, {"reason": new.reason})
@@ -153,6 +158,17 @@ class Registry:
             for row in doomed:
                 row.status = "archived"
             return [row.weights_path for row in doomed]
+
+    def applied_batch_ids(self, model_id: int, *, limit: int) -> list[str]:
+        """The newest `limit` recorded batch ids, oldest first."""
+        with self._sessions() as session:
+            ids = session.scalars(
+                select(AppliedBatchRow.batch_id)
+                .where(AppliedBatchRow.model_id == model_id)
+                .order_by(AppliedBatchRow.id.desc())
+                .limit(limit)
+            ).all()
+        return list(reversed(ids))
 
     def versions(self, model_id: int) -> Sequence[VersionRow]:
         with self._sessions() as session:

@@ -67,19 +67,32 @@ class FitRequest(StrictModel):
 
     inputs: list[Row]
     targets: list[Any] = Field(description="Class ids, 0/1 labels, or numbers per row.")
+    batch_id: str | None = Field(
+        default=None, max_length=128, description="Idempotency key: applied at most once."
+    )
 
 
 class FitResponse(BaseModel):
     model: str
+    batch_id: str | None = None
+    duplicate: bool = Field(default=False, description="This batch id was applied already.")
     step: int
     samples_seen: int
     trained: int = Field(description="Rows trained on (the rest went to the validation buffer).")
     train_loss: float | None = Field(description="Mean loss of this call's steps, if any.")
     version: int = Field(description="The served version.")
     state: str
-    prequential: dict[str, float] = Field(
+    prequential: dict[str, float] | None = Field(
         description="Loss and accuracy (or MAE, R²) of this batch before training on it."
     )
+
+
+class QueuedResponse(BaseModel):
+    """202: the batch is queued (`?wait=false`); `queued` is the model's queue depth."""
+
+    model: str
+    batch_id: str | None
+    queued: int
 
 
 class ValidationRequest(StrictModel):

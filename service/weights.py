@@ -89,21 +89,23 @@ def encode(checkpoint: Checkpoint) -> bytes:
     tensors["rng"] = _cpu(checkpoint.rng)
     header = {
         "format": FORMAT,
-        "param_groups": json.dumps(checkpoint.optimizer["param_groups"]),
-        "optimizer_scalars": json.dumps(scalars),
-        "meta": json.dumps(checkpoint.meta),
+        "param_groups": checkpoint.optimizer["param_groups"],
+        "optimizer_scalars": scalars,
+        "meta": checkpoint.meta,
     }
-    return bytes(save_tensors(tensors, metadata=header))
+    # One key holding sorted JSON: safetensors orders metadata keys arbitrarily, and the same
+    # state must always encode to the same bytes (and sha256).
+    return bytes(save_tensors(tensors, metadata={"gradual": json.dumps(header, sort_keys=True)}))
 
 
 def decode(data: bytes) -> Checkpoint:
-    header = _read_header(data)
+    header = json.loads(_read_header(data).get("gradual", "{}"))
     if header.get("format") != FORMAT:
         raise VersionUnavailable("weights file is not a Gradual checkpoint")
     tensors = load_tensors(data)
     network: dict[str, torch.Tensor] = {}
     state: dict[int, dict[str, Any]] = {
-        int(k): dict(v) for k, v in json.loads(header["optimizer_scalars"]).items()
+        int(k): dict(v) for k, v in header["optimizer_scalars"].items()
     }
     for name, tensor in tensors.items():
         kind, _, rest = name.partition("/")
@@ -112,8 +114,8 @@ def decode(data: bytes) -> Checkpoint:
         elif kind == "optimizer":
             index, _, key = rest.partition("/")
             state.setdefault(int(index), {})[key] = tensor
-    optimizer = {"state": state, "param_groups": json.loads(header["param_groups"])}
-    return Checkpoint(network, optimizer, tensors["rng"], json.loads(header["meta"]))
+    optimizer = {"state": state, "param_groups": header["param_groups"]}
+    return Checkpoint(network, optimizer, tensors["rng"], header["meta"])
 
 
 def _read_header(data: bytes) -> dict[str, str]:

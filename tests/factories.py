@@ -113,3 +113,50 @@ def fit(client: TestClient, name: str, batch: dict[str, Any]) -> dict[str, Any]:
 def rollback(client: TestClient, name: str, version: int) -> None:
     response = client.post(f"/v1/models/{name}/rollback", json={"version": version})
     assert response.status_code == 200, response.text
+
+
+def blobs(
+    n: int, *, features: int = 4, classes: int = 3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian rows labelled by one fixed linear rule (argmax of x·W): cheap and learnable."""
+    weights = np.random.default_rng(1234).normal(size=(features, classes))
+    x = np.random.default_rng(seed).normal(size=(n, features)).astype(np.float32)
+    return x, (x @ weights).argmax(axis=1)
+
+
+def noisy(labels: np.ndarray, fraction: float, classes: int, *, seed: int = 0) -> np.ndarray:
+    """`labels` with a seeded `fraction` of them redrawn uniformly at random."""
+    rng = np.random.default_rng(seed)
+    redraw = rng.random(labels.shape[0]) < fraction
+    changed = labels.copy()
+    changed[redraw] = rng.integers(0, classes, size=int(redraw.sum()))
+    return changed
+
+
+def batch(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    return {"inputs": x.tolist(), "targets": y.tolist()}
+
+
+def log_loss(probabilities: list[list[float]], labels: np.ndarray) -> float:
+    """Mean negative log-likelihood of `labels` under predicted `probabilities`."""
+    p = np.asarray(probabilities, dtype=np.float64)[np.arange(labels.shape[0]), labels]
+    return float(-np.log(np.clip(p, 1e-12, None)).mean())
+
+
+def accuracy(predictions: list[Any], labels: np.ndarray) -> float:
+    return float((np.asarray(predictions) == labels).mean())
+
+
+def events(client: TestClient, name: str, kind: str | None = None) -> list[dict[str, Any]]:
+    """The model's events, oldest first; only those of `kind` when given."""
+    response = client.get(f"/v1/models/{name}/events")
+    assert response.status_code == 200, response.text
+    found: list[dict[str, Any]] = response.json()["events"]
+    return [e for e in found if kind is None or e["kind"] == kind]
+
+
+def model_state(client: TestClient, name: str) -> dict[str, Any]:
+    response = client.get(f"/v1/models/{name}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body

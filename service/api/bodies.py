@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -10,23 +11,37 @@ from fastapi import Request
 from service.errors import InvalidInput, MalformedBody, UnsupportedMediaType
 
 JSON_TYPES = {"application/json", ""}
+NDJSON = "application/x-ndjson"
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 async def json_object(request: Request, *, allowed: set[str]) -> dict[str, Any]:
     """The body as a JSON object with only `allowed` keys."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in JSON_TYPES:
-        raise UnsupportedMediaType(f"expected application/json, got {media_type}")
-    try:
-        payload = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise MalformedBody(f"the body is not valid JSON: {exc}") from exc
+    kind = media_type(request)
+    if kind not in JSON_TYPES:
+        raise UnsupportedMediaType(f"expected application/json, got {kind}")
+    payload = decode_json(await request.body())
     if not isinstance(payload, dict):
         raise InvalidInput("the body must be a JSON object", field="body")
     unknown = sorted(set(payload) - allowed)
     if unknown:
         raise InvalidInput(f"unknown field {unknown[0]!r}", field=unknown[0])
     return payload
+
+
+def decode_json(body: bytes) -> Any:
+    """Strict JSON; but a body that is JSON save for NaN, Infinity or an overflowing number is
+    decoded anyway, so that validation refuses the non-finite value naming its field (422)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        try:
+            return json.loads(body)  # the error path only: accepts NaN, ±Infinity, 1e400 → inf
+        except (ValueError, RecursionError):
+            raise MalformedBody(f"the body is not valid JSON: {exc}") from exc
 
 
 def optional_version(payload: dict[str, Any]) -> int | None:

@@ -17,10 +17,12 @@ STATUS: dict[type[errors.GradualError], int] = {
     errors.MalformedBody: 400,
     errors.NotFound: 404,
     errors.Conflict: 409,
+    errors.BatchSkipped: 409,
     errors.VersionUnavailable: 410,
     errors.BodyTooLarge: 413,
     errors.UnsupportedMediaType: 415,
     errors.InvalidInput: 422,
+    errors.QueueFull: 429,
     errors.NotReady: 503,
 }
 
@@ -38,7 +40,10 @@ def error_response(status: int, code: str, message: str, field: str | None) -> F
 
 async def _domain_error(_request: Request, exc: Exception) -> FastJSONResponse:
     assert isinstance(exc, errors.GradualError)
-    return error_response(status_for(exc), exc.code, exc.message, exc.field)
+    response = error_response(status_for(exc), exc.code, exc.message, exc.field)
+    if isinstance(exc, errors.QueueFull):
+        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return response
 
 
 async def _validation_error(_request: Request, exc: Exception) -> FastJSONResponse:

@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import numpy as np
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel
 
-from service.api.bodies import json_object, optional_version
+from service.api.bodies import NDJSON, json_object, media_type, optional_version
 from service.api.deps import HubDep, NameParam, SettingsDep
+from service.api.fitting import FIT_KEYS, labelled_batch, ndjson_fit
+from service.api.responses import DuplexStreamingResponse, FastJSONResponse
 from service.api.views import fit_view, model_view, validation_view
-from service.batches import matrix_from, targets_from
-from service.config import Settings
-from service.hub import ModelHub
+from service.batches import matrix_from
 from service.schemas import (
     CreateModel,
+    ErrorBody,
     FitRequest,
     FitResponse,
     ModelList,
     ModelView,
     PredictRequest,
     PredictResponse,
+    QueuedResponse,
     ValidationRequest,
     ValidationView,
 )
@@ -32,6 +33,14 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 def _documented_body(model: type[BaseModel]) -> dict[str, Any]:
     schema = {"application/json": {"schema": model.model_json_schema()}}
     return {"requestBody": {"required": True, "content": schema}}
+
+
+def _fit_body() -> dict[str, Any]:
+    body = _documented_body(FitRequest)
+    body["requestBody"]["content"][NDJSON] = {
+        "schema": {"type": "string", "description": "One FitRequest JSON object per line."}
+    }
+    return body
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -72,39 +81,44 @@ async def predict(
     )  # fmt: skip
 
 
-@router.post("/{name}/partial-fit", openapi_extra=_documented_body(FitRequest))
+@router.post(
+    "/{name}/partial-fit",
+    openapi_extra=_fit_body(),
+    response_model=FitResponse,
+    responses={202: {"model": QueuedResponse}, 429: {"model": ErrorBody}},
+)
 async def partial_fit(
-    name: NameParam, request: Request, hub: HubDep, settings: SettingsDep
-) -> FitResponse:
-    inputs, targets = await _labelled_rows(name, request, hub, settings)
-    report = await hub.partial_fit(name, inputs, targets)
-    return fit_view(hub.live(name), report)
+    name: NameParam, request: Request, hub: HubDep, settings: SettingsDep,
+    wait: Annotated[bool, Query(description="false: queue the batch and answer 202.")] = True,
+    on_error: Annotated[
+        Literal["skip", "stop"], Query(description="NDJSON: skip bad lines, or stop there.")
+    ] = "skip",
+) -> Response | FitResponse:  # fmt: skip
+    if media_type(request) == NDJSON:
+        lines = ndjson_fit(name, request.stream(), hub, settings, on_error=on_error)
+        return DuplexStreamingResponse(lines, media_type=NDJSON)
+    spec = hub.live(name).spec
+    batch = labelled_batch(await json_object(request, allowed=FIT_KEYS), spec, settings)
+    outcome = await hub.partial_fit(
+        name, batch.inputs, batch.targets, batch_id=batch.batch_id, wait=wait
+    )
+    if outcome.queued is not None:
+        queued = QueuedResponse(model=name, batch_id=batch.batch_id, queued=outcome.queued)
+        return FastJSONResponse(queued.model_dump(), status_code=status.HTTP_202_ACCEPTED)
+    return fit_view(hub.live(name), outcome, batch.batch_id)
 
 
 @router.post("/{name}/validation", openapi_extra=_documented_body(ValidationRequest))
 async def add_validation(
     name: NameParam, request: Request, hub: HubDep, settings: SettingsDep
 ) -> ValidationView:
-    inputs, targets = await _labelled_rows(name, request, hub, settings)
-    await hub.add_validation(name, inputs, targets)
+    spec = hub.live(name).spec
+    payload = await json_object(request, allowed={"inputs", "targets"})
+    batch = labelled_batch(payload, spec, settings)
+    await hub.add_validation(name, batch.inputs, batch.targets)
     return validation_view(hub.live(name))
 
 
 @router.get("/{name}/validation")
 async def get_validation(name: NameParam, hub: HubDep) -> ValidationView:
     return validation_view(hub.live(name))
-
-
-async def _labelled_rows(
-    name: str, request: Request, hub: ModelHub, settings: Settings
-) -> tuple[np.ndarray, np.ndarray]:
-    spec = hub.live(name).spec
-    payload = await json_object(request, allowed={"inputs", "targets"})
-    inputs = matrix_from(
-        payload.get("inputs"), field="inputs", features=spec.inputs,
-        max_rows=settings.max_batch_rows, max_abs=settings.max_input_abs,
-    )  # fmt: skip
-    targets = targets_from(
-        payload.get("targets"), spec=spec, rows=inputs.shape[0], max_abs=settings.max_input_abs
-    )
-    return inputs, targets

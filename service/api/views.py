@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from service.db.tables import EventRow, VersionRow
-from service.hub import LiveModel
-from service.learning.learner import LearnReport
+from service.hub import FitOutcome, LiveModel
 from service.schemas import EventView, FitResponse, ModelView, ValidationView, VersionView
 
 
@@ -23,11 +22,18 @@ def model_view(live: LiveModel) -> ModelView:
     )  # fmt: skip
 
 
-def fit_view(live: LiveModel, report: LearnReport) -> FitResponse:
+def fit_view(live: LiveModel, outcome: FitOutcome, batch_id: str | None) -> FitResponse:
     learner = live.learner
+    if outcome.trained is None:  # a duplicate: acknowledged with the current counters
+        return FitResponse(
+            model=live.name, batch_id=batch_id, duplicate=True, step=learner.head.step,
+            samples_seen=learner.head.samples_seen, trained=0, train_loss=None,
+            version=learner.served.version, state=learner.control.state, prequential=None,
+        )  # fmt: skip
+    done, report = outcome.trained, outcome.trained.report
     return FitResponse(
-        model=live.name, step=learner.head.step, samples_seen=learner.head.samples_seen,
-        trained=report.trained, train_loss=report.train_loss, version=learner.served.version,
+        model=live.name, batch_id=batch_id, step=done.step, samples_seen=done.samples_seen,
+        trained=report.trained, train_loss=report.train_loss, version=done.version,
         state=report.state, prequential=report.prequential,
     )  # fmt: skip
 

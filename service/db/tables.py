@@ -12,6 +12,7 @@ from sqlalchemy import (
     Dialect,
     ForeignKey,
     Index,
+    Integer,
     String,
     TypeDecorator,
     UniqueConstraint,
@@ -97,4 +98,17 @@ class EventRow(Base):
     kind: Mapped[str] = mapped_column(String(32))
     version: Mapped[int | None]
     data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AppliedBatchRow(Base):
+    """A batch id whose effect is in the version it was recorded with (idempotent ingest)."""
+
+    __tablename__ = "applied_batches"
+    __table_args__ = (UniqueConstraint("model_id", "batch_id", name="uq_applied_batches_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    batch_id: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -35,6 +35,13 @@ class ValidationBuffer:
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self._x[: self.size], self._y[: self.size]
 
+    def oldest_first(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows in arrival order: once the ring has wrapped, the oldest is at `_next`."""
+        if self.size < self.capacity:
+            return self.tensors()
+        shift = -self._next
+        return torch.roll(self._x, shift, dims=0), torch.roll(self._y, shift, dims=0)
+
     def class_counts(self, classes: int) -> list[int]:
         _, y = self.tensors()
         counts = torch.bincount(y.reshape(-1).long(), minlength=classes)

@@ -207,7 +207,9 @@ class OnlineLearner:
         )
 
     def _stop(self, reason: str, score: float) -> None:
-        if self.training.restore_best and self.head_version != self.best.version:
+        if self.training.restore_best:
+            # Always: `head_version` is the version the head started from, so it still names
+            # the best version after the head has trained past it.
             self.head.load_state(self.best.state, counters=False)
             self.head_version = self.best.version
         self.control.state, self.control.stopping_reason = "stopped", reason
@@ -243,15 +245,18 @@ class OnlineLearner:
     def resume(self, reason: str) -> None:
         if reason == "drift":
             # A new world: scores from the old one are no yardstick for improvement or rollback.
-            self.stopper.reset()
-            self.control.stopper = self.stopper.state
-            self.best = BestVersion(self.best.version, self.best.state, None)
+            self._forget_scores()
         else:
             self.stopper.state.wait = 0
         self.control.state, self.control.stopping_reason = "training", None
         self.control.served_score_at_stop = None
         self.control.last_round_step = self.head.step
         self.recorder.move("resume", None, Pointers(self._control()), {"reason": reason})
+
+    def _forget_scores(self) -> None:
+        self.stopper.reset()
+        self.control.stopper = self.stopper.state
+        self.best = BestVersion(self.best.version, self.best.state, None)
 
     def stop(self) -> None:
         self.control.state, self.control.stopping_reason = "stopped", "manual"
@@ -294,11 +299,17 @@ class OnlineLearner:
 
     def reconfigure(self, training: TrainingConfig) -> None:
         if training.buffer_size != self.training.buffer_size:
-            old = self.buffer.tensors()
+            old = self.buffer.oldest_first()
             self.buffer = self._new_buffer(training.buffer_size)
             self.buffer.add(*old)
+        yardstick = (training.monitor, training.resolved_mode)
+        changed = yardstick != (self.training.monitor, self.training.resolved_mode)
         self.training = training
         self.stopper.config = training.stopper()
+        if changed:  # a loss is no yardstick for an accuracy, nor a minimum for a maximum
+            self._forget_scores()
+            if self.control.state == "stopped":
+                self.control.served_score_at_stop = self.score_served()
 
     # -- scores ---------------------------------------------------------------------------
 

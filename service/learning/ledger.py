@@ -1,0 +1,45 @@
+"""Which batch ids a model has applied, so a retried batch is acknowledged, not trained twice.
+
+An id is *reserved* while its batch waits in the queue, *applied* once its step succeeded,
+and *recorded* in the database with the next version checkpoint, whose weights contain its
+effect. After a crash the head restarts from that checkpoint, so ids applied after it are
+forgotten together with their effect, and a client's retry trains them again: exactly once
+relative to what survived. Memory holds the newest `capacity` ids.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+
+
+class BatchLedger:
+    def __init__(self, capacity: int, recorded: Iterable[str] = ()) -> None:
+        self.capacity = capacity
+        self._known: OrderedDict[str, None] = OrderedDict((batch_id, None) for batch_id in recorded)
+        self._reserved: set[str] = set()
+        self._unrecorded: list[str] = []
+
+    def seen(self, batch_id: str) -> bool:
+        return batch_id in self._known or batch_id in self._reserved
+
+    def reserve(self, batch_id: str) -> None:
+        self._reserved.add(batch_id)
+
+    def release(self, batch_id: str) -> None:
+        self._reserved.discard(batch_id)
+
+    def applied(self, batch_id: str) -> None:
+        self._reserved.discard(batch_id)
+        self._known[batch_id] = None
+        self._unrecorded.append(batch_id)
+        while len(self._known) > self.capacity:
+            self._known.popitem(last=False)
+
+    def unrecorded(self) -> list[str]:
+        """The ids applied since the last checkpoint, for the next one to record."""
+        return list(self._unrecorded)
+
+    def recorded(self, ids: list[str]) -> None:
+        """The checkpoint holding `ids` committed."""
+        self._unrecorded = self._unrecorded[len(ids) :]
