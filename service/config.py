@@ -41,6 +41,17 @@ class Settings(BaseSettings):
     batch_id_memory: int = Field(
         default=100_000, ge=0, description="Applied batch ids per model kept for de-duplication."
     )
+    durability: Literal["wal", "checkpoint"] = Field(
+        default="wal",
+        description="wal: every acknowledged batch is fsynced to a write-ahead log first and "
+        "replayed after a crash; checkpoint: faster, loses the batches since the last snapshot.",
+    )
+    snapshot_every: int = Field(
+        default=1000, ge=1, description="Log records between recovery snapshots (bounds replay)."
+    )
+    crashpoint: str | None = Field(
+        default=None, description="Tests only: SIGKILL the process at this named point."
+    )
     torch_threads: int | None = Field(
         default=None, ge=1, description="torch intra-op threads; default: torch's own choice."
     )
@@ -62,6 +73,10 @@ class Settings(BaseSettings):
     @property
     def weights_dir(self) -> Path:
         return self.data_dir / "weights"
+
+    @property
+    def wal_dir(self) -> Path:
+        return self.data_dir / "wal"
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":

@@ -1,17 +1,18 @@
 """The live-model hub: every model's learner (head, served version, best version), resident.
 
-This is the service layer the routes call. Torch work and SQL run in worker threads, so the
-event loop never blocks; each model has one writer (its pipeline's worker), while predict reads
-the served snapshot, which is replaced by assignment and never modified in place.
+This is the service layer the routes call. A change to a model is appended to its
+write-ahead log (fsynced) before it is queued, so an acknowledged batch survives a crash; the
+model's single worker applies records in order off the event loop. Predict reads the served
+snapshot, which is replaced by assignment and never modified in place.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,81 +20,28 @@ from anyio import to_thread
 from pydantic import ValidationError
 
 from models.spec import NetworkSpec, OptimizerSpec
+from service import commands
+from service.commands import Executor
 from service.config import Settings
 from service.db.tables import EventRow, ModelRow, VersionRow
-from service.errors import (
-    BatchSkipped,
-    GradualError,
-    InvalidInput,
-    ModelExists,
-    ModelNotFound,
-    VersionUnavailable,
-)
+from service.errors import InvalidInput, ModelExists, ModelNotFound, VersionUnavailable
 from service.learning.config import TrainingConfig
 from service.learning.head import TrainingHead
-from service.learning.learner import BestVersion, Control, LearnReport, OnlineLearner
+from service.learning.learner import BestVersion, Control, OnlineLearner
 from service.learning.ledger import BatchLedger
+from service.learning.snapshot import describe, restore_into
 from service.learning.trainer import Limits
+from service.live import FitOutcome, LiveModel, StreamGuard, Trained
 from service.pipeline import Pipeline
 from service.recorder import ModelRecorder
 from service.registry import NewModel, NewVersion, Registry
 from service.schemas import CreateModel
 from service.served import Predictions, ServedModel
 from service.version_cache import VersionCache
+from service.wal import ModelLog, Record
 from service.weights import Checkpoint, WeightStore
 
 log = logging.getLogger("gradual.hub")
-T = TypeVar("T")
-
-
-@dataclass
-class LiveModel:
-    """A model in memory: its row (identity, spec, seed), the learner that owns its tensors,
-    the ledger of applied batch ids, and the pipeline through which every change passes."""
-
-    row: ModelRow
-    learner: OnlineLearner
-    ledger: BatchLedger
-    pipeline: Pipeline
-
-    @property
-    def id(self) -> int:
-        return self.row.id
-
-    @property
-    def name(self) -> str:
-        return self.row.name
-
-    @property
-    def spec(self) -> NetworkSpec:
-        return self.learner.head.spec
-
-
-@dataclass(frozen=True)
-class Trained:
-    """A batch's report with the counters and served version right after it."""
-
-    report: LearnReport
-    step: int
-    samples_seen: int
-    version: int
-
-
-@dataclass(frozen=True)
-class FitOutcome:
-    """A trained batch, or a duplicate's acknowledgement, or a queued position."""
-
-    trained: Trained | None
-    duplicate: bool = False
-    queued: int | None = None
-
-
-@dataclass
-class StreamGuard:
-    """Shared by one stream's batches: once a batch fails with `stop_on_error`, the rest skip."""
-
-    stop_on_error: bool
-    aborted: bool = False
 
 
 class ModelHub:
@@ -104,6 +52,10 @@ class ModelHub:
         self.device = settings.torch_device()
         self.limits = Limits(settings.max_weight_abs, settings.max_grad_norm)
         self.versions = VersionCache(capacity=8)
+        self.executor = Executor(
+            store=store, device=self.device, snapshot_every=settings.snapshot_every,
+            read=self._read, load=self._load_version,
+        )  # fmt: skip
         self.failed: dict[str, str] = {}
         self._models: dict[str, LiveModel] = {}
         self._creating: set[str] = set()
@@ -119,29 +71,60 @@ class ModelHub:
     def all(self) -> list[LiveModel]:
         return sorted(self._models.values(), key=lambda model: model.name)
 
-    # -- start ----------------------------------------------------------------------------
+    # -- start and stop -------------------------------------------------------------------
 
     async def load_all(self) -> None:
-        """Brings every model back at its last recorded state (run once, at start)."""
+        """Brings every model back: its latest snapshot, then the log after it (run at start)."""
         for row in await to_thread.run_sync(self.registry.models):
             try:
                 self._models[row.name] = await to_thread.run_sync(self._restore, row)
-            except VersionUnavailable as exc:
-                self.failed[row.name] = exc.message
-                log.error("model %s not loaded: %s", row.name, exc.message)
+            except (VersionUnavailable, OSError) as exc:
+                self.failed[row.name] = str(exc)
+                log.error("model %s not loaded: %s", row.name, exc)
 
     def _restore(self, row: ModelRow) -> LiveModel:
+        found = self.store.latest_snapshot(row.id)
+        if found is None:
+            raise VersionUnavailable(f"model {row.name} has no recovery snapshot")
+        seq, snapshot = found
+        info = describe(snapshot)
         head = self._new_head(row)
-        head.load_checkpoint(self._read(row, row.head_version))
-        control = Control.from_dict(row.control)
-        if row.control:
-            head.step, head.samples_seen = control.step, control.samples_seen
-        best_number = row.best_version or row.head_version
-        best_state = head.state_from(self._read(row, best_number))
-        best = BestVersion(best_number, best_state, control.stopper.best)
-        served = self._load_version(row, row.served_version)
-        batch_ids = self.registry.applied_batch_ids(row.id, limit=self.settings.batch_id_memory)
-        return self._live(row, head, served, best, control, batch_ids)
+        best_state = head.state_from(self._read(row, info.pointers.best))
+        recorded = self.registry.applied_batch_ids(row.id, limit=self.settings.batch_id_memory)
+        learner = self._learner(
+            row, head, self._load_version(row, info.pointers.served),
+            BestVersion(info.pointers.best, best_state, info.control.stopper.best),
+            info.control, info.training, info.pointers.head,
+            recorded_ids=recorded, unrecorded_ids=info.unrecorded_ids,
+        )  # fmt: skip
+        restore_into(learner, snapshot)
+        live = self._live(row, learner, seq)
+        self._replay(live)
+        return live
+
+    def _replay(self, live: LiveModel) -> None:
+        """Re-applies every logged record after the snapshot, exactly as it ran the first time."""
+        if live.log is None:
+            return
+        live.learner.recorder.replay_through = live.log.last_seq
+        replayed = 0
+        for record in live.log.read(after=live.snapshot_seq):
+            try:
+                self.executor.run(live, record)
+            except Exception as exc:  # refused the first time too: the log keeps what was sent
+                log.info("replay of %s record %d refused again: %s", live.name, record.seq, exc)
+            replayed += 1
+        if replayed:
+            log.info("model %s: replayed %d logged records", live.name, replayed)
+
+    async def close(self) -> None:
+        """Graceful stop: finish the queued work, snapshot, close the logs."""
+        for live in self.all():
+            await live.pipeline.close()
+            if live.seq != live.snapshot_seq:
+                await to_thread.run_sync(self.executor.snapshot, live, live.seq)
+            if live.log is not None:
+                live.log.close()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -168,8 +151,9 @@ class ModelHub:
         written: list[NewVersion] = []
 
         def first_version(model_id: int) -> NewVersion:
-            file = self.store.write(model_id, checkpoint)
-            written.append(NewVersion(0, 0, {}, "init", None, file))
+            written.append(
+                NewVersion(0, 0, {}, "init", None, self.store.write(model_id, checkpoint))
+            )
             return written[-1]
 
         try:
@@ -179,16 +163,23 @@ class ModelHub:
                 self.store.remove(version.file.path)
             raise
         served = ServedModel.from_state(request.spec, 1, checkpoint.network, self.device)
-        return self._live(row, head, served, BestVersion(1, head.state(), None), Control())
+        best = BestVersion(1, head.state(), None)
+        learner = self._learner(row, head, served, best, Control(), request.training, 1)
+        live = self._live(row, learner, 0)
+        self.executor.snapshot(live, 0)  # the state replay starts from
+        return live
 
     async def delete(self, name: str) -> None:
         live = self.live(name)
 
         def delete() -> None:
             self.registry.delete_model(live.id)
+            if live.log is not None:
+                live.log.close()
             self.store.remove_model(live.id)
+            ModelLog.remove(self.settings.wal_dir / f"m{live.id}")
 
-        await self._write(name, delete)
+        await live.pipeline.run(delete)
         self._models.pop(name, None)
         self.versions.forget(live.id)
 
@@ -225,111 +216,100 @@ class ModelHub:
         self, name: str, inputs: np.ndarray, targets: np.ndarray, *,
         batch_id: str | None = None, wait: bool = True,
     ) -> FitOutcome:  # fmt: skip
-        """Queues a batch (429 when the queue is full) and, unless `wait` is off, awaits it."""
-        future = self.submit_fit(name, inputs, targets, batch_id=batch_id, wait=wait)
+        """Logs and queues a batch (429 when the queue is full); unless `wait` is off, awaits it."""
+        future = await self.submit_fit(name, inputs, targets, batch_id=batch_id, wait=wait)
         if future is None:
             return FitOutcome(None, duplicate=True)
         if not wait:
             return FitOutcome(None, queued=self.live(name).pipeline.depth)
         return FitOutcome(await future)
 
-    def submit_fit(
+    async def submit_fit(
         self, name: str, inputs: np.ndarray, targets: np.ndarray, *, batch_id: str | None,
         wait: bool = True, guard: StreamGuard | None = None,
     ) -> asyncio.Future[Trained] | None:  # fmt: skip
-        """The batch's future, or None for a batch id applied (or queued) already."""
+        """The batch's future once it is durable, or None for a batch id seen already."""
         live = self.live(name)
-        if batch_id is not None and live.ledger.seen(batch_id):
-            return None
-        job = _FitJob(live, *self._tensors(inputs, targets), inputs, targets, batch_id, wait, guard)
-        future = live.pipeline.submit(job.run, batch=True)
-        if batch_id is not None:
-            live.ledger.reserve(batch_id)
+        arrays = {"inputs": inputs, "targets": targets}
+        async with live.ingest:
+            if batch_id is not None and live.ledger.seen(batch_id):
+                return None
+            live.pipeline.ensure_room()
+            record = await to_thread.run_sync(
+                self._append, live, commands.FIT, {"batch_id": batch_id}, arrays
+            )
+            run = partial(self.executor.run, live, record, guard=guard, wait=wait)
+            future: asyncio.Future[Trained] = live.pipeline.submit(run, batch=True)
+            if batch_id is not None:
+                live.ledger.reserve(batch_id)
         if not wait:
             future.add_done_callback(_consume)
         return future
 
     async def add_validation(self, name: str, inputs: np.ndarray, targets: np.ndarray) -> int:
-        learner = self.live(name).learner
-        x, y = self._tensors(inputs, targets)
-        await self._write(name, lambda: learner.add_validation(x, y))
-        return learner.buffer.size
+        arrays = {"inputs": inputs, "targets": targets}
+        size: int = await self._command(name, commands.VALIDATION, arrays=arrays)
+        return size
 
     async def stop(self, name: str) -> None:
-        learner = self.live(name).learner
-        if learner.control.state == "training":
-            await self._write(name, learner.stop)
+        await self._command(name, commands.STOP)
 
     async def resume(self, name: str) -> None:
-        learner = self.live(name).learner
-        if learner.control.state == "stopped":
-            await self._write(name, lambda: learner.resume("manual"))
+        await self._command(name, commands.RESUME)
 
     async def update_training(self, name: str, changes: dict[str, Any]) -> TrainingConfig:
         live = self.live(name)
         try:
-            merged = live.learner.training.model_dump() | changes
-            training = TrainingConfig.model_validate(merged)
+            training = TrainingConfig.model_validate(live.learner.training.model_dump() | changes)
         except ValidationError as exc:
             first = exc.errors()[0]
             location = ".".join(str(part) for part in first["loc"]) or "training"
             raise InvalidInput(f"{location}: {first['msg']}", field=location) from None
-        _check_monitor(training, live.spec)
-
-        def apply() -> None:
-            self.registry.update_training(live.id, training.model_dump())
-            live.learner.reconfigure(training)
-
-        await self._write(name, apply)
+        _check_monitor(training, live.spec, field="monitor")
+        await self._command(name, commands.TRAINING, {"training": training.model_dump()})
         return training
 
-    def _tensors(
-        self, inputs: np.ndarray, targets: np.ndarray
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return (
-            torch.from_numpy(inputs).to(self.device),
-            torch.from_numpy(targets).to(self.device),
-        )
-
-    async def _write(self, name: str, work: Callable[[], T]) -> T:
-        """Runs `work` as the model's only writer, in order with its batches, off the loop."""
-        return await self.live(name).pipeline.run(work)
-
-    async def close(self) -> None:
-        """Lets every model finish the work already queued (graceful shutdown)."""
-        for live in self.all():
-            await live.pipeline.close()
-
-    # -- versions -------------------------------------------------------------------------
-
     async def checkpoint(self, name: str) -> VersionRow:
-        live = self.live(name)
-        number = await self._write(name, live.learner.checkpoint)
+        number: int = await self._command(name, commands.CHECKPOINT)
         return await self.version_row(name, number)
 
     async def rollback(self, name: str, version: int) -> None:
         """Serves `version` and resets the head to it: weights and optimizer state."""
-        live = self.live(name)
-
-        def reset() -> None:
-            state = live.learner.head.state_from(self._read(live.row, version))
-            live.learner.reset_to(version, state)
-
-        await self._write(name, reset)
+        await self._version_exists(name, version)
+        await self._command(name, commands.ROLLBACK, {"version": version})
 
     async def promote(self, name: str, version: int) -> None:
+        await self._version_exists(name, version)
+        await self._command(name, commands.PROMOTE, {"version": version})
+
+    async def _version_exists(self, name: str, version: int) -> None:
+        """Checked before logging, so a command that cannot apply is never in the log."""
+        row = await self.version_row(name, version)
+        if row.status != "ready":
+            raise VersionUnavailable(f"version {version} is {row.status}", field="version")
+
+    async def _command(
+        self, name: str, kind: str, args: dict[str, Any] | None = None,
+        arrays: dict[str, np.ndarray] | None = None,
+    ) -> Any:  # fmt: skip
+        """Logs a command, then runs it as the model's only writer, in order with its batches."""
         live = self.live(name)
+        async with live.ingest:
+            record = await to_thread.run_sync(self._append, live, kind, args or {}, arrays or {})
+            future = live.pipeline.submit(partial(self.executor.run, live, record), batch=False)
+        return await future
 
-        def promote() -> None:
-            live.learner.promote(version, self._resident_or_load(live, version))
+    def _append(
+        self, live: LiveModel, kind: str, args: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> Record:
+        if live.log is not None:
+            record = live.log.append(kind, args, arrays)
+        else:
+            record = Record(live.seq + 1, kind, args, arrays)
+        live.seq = record.seq
+        return record
 
-        await self._write(name, promote)
-
-    def _resident_or_load(self, live: LiveModel, version: int) -> ServedModel:
-        best = live.learner.best
-        if best.version == version:  # no disk read: the best version is in device memory
-            return ServedModel.from_state(live.spec, version, best.state.network, self.device)
-        return self._load_version(live.row, version)
+    # -- history --------------------------------------------------------------------------
 
     async def version_rows(self, name: str) -> Sequence[VersionRow]:
         return await to_thread.run_sync(self.registry.versions, self.live(name).id)
@@ -341,65 +321,41 @@ class ModelHub:
         model_id = self.live(name).id
         return await to_thread.run_sync(lambda: self.registry.events(model_id, since=since))
 
-    # -- helpers --------------------------------------------------------------------------
+    # -- assembly -------------------------------------------------------------------------
 
     def _new_head(self, row: ModelRow) -> TrainingHead:
         spec = NetworkSpec.model_validate(row.spec)
         optimizer = OptimizerSpec.model_validate(row.optimizer)
         return TrainingHead(spec, optimizer, seed=row.seed, device=self.device)
 
-    def _live(
+    def _learner(
         self, row: ModelRow, head: TrainingHead, served: ServedModel, best: BestVersion,
-        control: Control, batch_ids: list[str] | None = None,
-    ) -> LiveModel:  # fmt: skip
-        ledger = BatchLedger(self.settings.batch_id_memory, batch_ids or ())
-        learner = OnlineLearner(
-            head=head, served=served, best=best, head_version=row.head_version,
-            training=TrainingConfig.model_validate(row.training),
+        control: Control, training: TrainingConfig, head_version: int, *,
+        recorded_ids: Sequence[str] = (), unrecorded_ids: Sequence[str] = (),
+    ) -> OnlineLearner:  # fmt: skip
+        ledger = BatchLedger(self.settings.batch_id_memory, recorded_ids, unrecorded_ids)
+        return OnlineLearner(
+            head=head, served=served, best=best, head_version=head_version, training=training,
             optimizer=OptimizerSpec.model_validate(row.optimizer), seed=row.seed,
             limits=self.limits, recorder=ModelRecorder(self.registry, self.store, row.id, ledger),
             control=control,
         )  # fmt: skip
+
+    def _live(self, row: ModelRow, learner: OnlineLearner, seq: int) -> LiveModel:
+        wal = None
+        if self.settings.durability == "wal":
+            wal = ModelLog(self.settings.wal_dir / f"m{row.id}")
         pipeline = Pipeline(self.settings.queue_batches, self.settings.retry_after_s)
-        return LiveModel(row, learner, ledger, pipeline)
-
-
-@dataclass(frozen=True)
-class _FitJob:
-    """One queued batch, run by the model's worker thread."""
-
-    live: LiveModel
-    x: torch.Tensor
-    y: torch.Tensor
-    inputs: np.ndarray
-    targets: np.ndarray
-    batch_id: str | None
-    wait: bool
-    guard: StreamGuard | None
-
-    def run(self) -> Trained:
-        learner, ledger, batch_id = self.live.learner, self.live.ledger, self.batch_id
-        try:
-            if self.guard is not None and self.guard.aborted:
-                raise BatchSkipped("skipped: an earlier batch of this stream failed")
-            report = learner.learn(self.x, self.y, self.inputs, self.targets)
-        except Exception as exc:
-            if batch_id is not None:
-                ledger.release(batch_id)
-            if self.guard is not None and self.guard.stop_on_error:
-                self.guard.aborted = True
-            if not self.wait:  # nobody awaits the answer: the event log says what happened
-                learner.recorder.event("batch_failed", None, _failure(exc, batch_id))
-            raise
-        if batch_id is not None:
-            ledger.applied(batch_id)
-        head = learner.head
-        return Trained(report, head.step, head.samples_seen, learner.served.version)
-
-
-def _failure(exc: Exception, batch_id: str | None) -> dict[str, Any]:
-    field = exc.field if isinstance(exc, GradualError) else None
-    return {"batch_id": batch_id, "error": type(exc).__name__, "message": str(exc), "field": field}
+        ledger = learner.recorder.ledger
+        return LiveModel(
+            row,
+            learner,
+            ledger,
+            pipeline,
+            wal,
+            seq=max(seq, wal.last_seq if wal else 0),
+            snapshot_seq=seq,
+        )
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
@@ -408,8 +364,10 @@ def _consume(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def _check_monitor(training: TrainingConfig, spec: NetworkSpec) -> None:
+def _check_monitor(
+    training: TrainingConfig, spec: NetworkSpec, *, field: str = "training.monitor"
+) -> None:
     try:
         training.check_task(spec.task)
     except ValueError as exc:
-        raise InvalidInput(str(exc), field="training.monitor") from None
+        raise InvalidInput(str(exc), field=field) from None

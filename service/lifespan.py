@@ -10,6 +10,7 @@ import torch
 from anyio import to_thread
 from fastapi import FastAPI
 
+from service import crashpoints
 from service.config import Settings
 from service.db import migrate
 from service.db.engine import make_engine, make_sessionmaker
@@ -24,6 +25,7 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        crashpoints.arm(settings.crashpoint)
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         url = settings.resolved_database_url

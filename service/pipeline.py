@@ -42,13 +42,18 @@ class Pipeline:
         """Batches waiting or in progress."""
         return self._pending
 
-    def submit(self, work: Callable[[], T], *, batch: bool) -> asyncio.Future[T]:
-        """Queues `work`; batches beyond capacity are refused with `QueueFull`."""
-        if batch and self._pending >= self.capacity:
+    def ensure_room(self) -> None:
+        """Refuses a batch with `QueueFull` when `capacity` batches are pending."""
+        if self._pending >= self.capacity:
             raise QueueFull(
                 f"the model's queue holds {self._pending} batches; retry later",
                 retry_after=self.retry_after,
             )
+
+    def submit(self, work: Callable[[], T], *, batch: bool) -> asyncio.Future[T]:
+        """Queues `work`; batches beyond capacity are refused with `QueueFull`."""
+        if batch:
+            self.ensure_room()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         if batch:
             self._pending += 1

@@ -1,17 +1,20 @@
-"""Writes what a model's learner decides: versions (file first, then row), pointers, events."""
+"""Writes what a model's learner decides: versions (file first, then row), pointers, events.
+
+Each write carries the write-ahead-log record that caused it (`seq`). While a restart replays
+the log, a record's writes may already have committed before the crash: the recorder then
+finds them (by seq) and does not write them again, so replay re-derives history exactly once.
+"""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 from typing import Any
 
+from service import crashpoints
 from service.learning.head import TrainingHead
 from service.learning.ledger import BatchLedger
 from service.registry import NewVersion, Pointers, Registry
 from service.weights import WeightStore
-
-log = logging.getLogger("gradual.recorder")
 
 
 class ModelRecorder:
@@ -24,6 +27,9 @@ class ModelRecorder:
         self.store = store
         self.model_id = model_id
         self.ledger = ledger
+        self.seq: int | None = None  # the log record being applied
+        self.replay_through = 0  # records up to here may have committed writes before a crash
+        self.transitions = 0  # durable changes so far: the hub snapshots after a job makes one
 
     def checkpoint(
         self, head: TrainingHead, *, reason: str, metrics: dict[str, Any], parent: int | None,
@@ -35,11 +41,17 @@ class ModelRecorder:
         this version's weights hold their effect.
         """
         batch_ids = self.ledger.unrecorded()
-        pointers = replace(pointers, batch_ids=tuple(batch_ids))
+        self.transitions += 1
+        if self._replaying():
+            existing = self.registry.version_for_seq(self.model_id, seq=self._seq())
+            if existing is not None:
+                self.ledger.recorded(batch_ids)
+                return existing
+        pointers = replace(pointers, batch_ids=tuple(batch_ids), seq=self.seq)
         file = self.store.write(self.model_id, head.checkpoint({"control": pointers.control}))
         new = NewVersion(
             step=head.step, samples_seen=head.samples_seen, metrics=metrics, reason=reason,
-            parent=parent, file=file,
+            parent=parent, file=file, applied_seq=self.seq,
         )  # fmt: skip
         try:
             row = self.registry.add_version(
@@ -48,22 +60,44 @@ class ModelRecorder:
         except Exception:
             self.store.remove(file.path)  # its row never committed: the file would be an orphan
             raise
+        crashpoints.hit("after_db_commit")
         self.ledger.recorded(batch_ids)
         return row.number
 
     def prune(self, *, keep: int, protected: set[int]) -> None:
         """Version rows stay forever; files beyond the newest `keep` go (served and best stay)."""
-        for path in self.registry.archive_old_versions(
-            self.model_id, keep=keep, protected=protected
-        ):
+        paths = self.registry.archive_old_versions(self.model_id, keep=keep, protected=protected)
+        for path in paths:
             self.store.remove(path)
 
     def move(
         self, kind: str, version: int | None, pointers: Pointers, data: dict[str, Any]
     ) -> None:
+        self.transitions += 1
+        if self._already(kind):
+            return
         self.registry.move_pointers(
-            self.model_id, kind=kind, version=version, pointers=pointers, data=data
-        )
+            self.model_id, kind=kind, version=version, pointers=replace(pointers, seq=self.seq),
+            data=data,
+        )  # fmt: skip
 
     def event(self, kind: str, version: int | None, data: dict[str, Any]) -> None:
-        self.registry.add_event(self.model_id, kind, version, data)
+        if not self._already(kind):
+            self.registry.add_event(self.model_id, kind, version, data, seq=self.seq)
+
+    def update_training(self, training: dict[str, Any]) -> None:
+        self.transitions += 1
+        if not self._already("training_updated"):
+            self.registry.update_training(self.model_id, training, seq=self.seq)
+
+    def _replaying(self) -> bool:
+        return self.seq is not None and self.seq <= self.replay_through
+
+    def _already(self, kind: str) -> bool:
+        return self._replaying() and self.registry.event_recorded(
+            self.model_id, seq=self._seq(), kind=kind
+        )
+
+    def _seq(self) -> int:
+        assert self.seq is not None
+        return self.seq

@@ -31,6 +31,7 @@ class NewVersion:
     reason: str
     parent: int | None
     file: StoredFile
+    applied_seq: int | None = None  # the last log record this version's state includes
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Pointers:
 
     control: dict[str, Any]
     batch_ids: tuple[str, ...] = ()  # applied since the last checkpoint: recorded with this one
+    seq: int | None = None  # the log record that caused the change
     serve: bool = False
     best: bool = False
     head: int | None = None
@@ -141,9 +143,12 @@ class Registry:
                 AppliedBatchRow(model_id=model_id, batch_id=batch_id, version=number)
                 for batch_id in pointers.batch_ids
             )
-            _event(session, model_id, "checkpoint", number, {"reason": new.reason, **event_data})
+            data = {"reason": new.reason, **event_data}
+            _event(session, model_id, "checkpoint", number, data, seq=pointers.seq)
             if pointers.serve:
-                _event(session, model_id, "promote", number, {"reason": new.reason})
+                _event(
+                    session, model_id, "promote", number, {"reason": new.reason}, seq=pointers.seq
+                )
         return version
 
     def archive_old_versions(self, model_id: int, *, keep: int, protected: set[int]) -> list[str]:
@@ -205,19 +210,42 @@ class Registry:
             model.state = pointers.control.get("state", model.state)
             model.stopping_reason = pointers.control.get("stopping_reason")
             model.control = pointers.control
-            _event(session, model_id, kind, version, data)
+            _event(session, model_id, kind, version, data, seq=pointers.seq)
 
     def add_event(
-        self, model_id: int, kind: str, version: int | None, data: dict[str, Any]
-    ) -> None:
+        self, model_id: int, kind: str, version: int | None, data: dict[str, Any],
+        *, seq: int | None = None,
+    ) -> None:  # fmt: skip
         with self._sessions.begin() as session:
-            _event(session, model_id, kind, version, data)
+            _event(session, model_id, kind, version, data, seq=seq)
 
-    def update_training(self, model_id: int, training: dict[str, Any]) -> None:
+    def event_recorded(self, model_id: int, *, seq: int, kind: str) -> bool:
+        """Whether the log record `seq` already caused a `kind` event (replay idempotency)."""
+        with self._sessions() as session:
+            found = session.scalar(
+                select(EventRow.id).where(
+                    EventRow.model_id == model_id, EventRow.seq == seq, EventRow.kind == kind
+                )
+            )
+        return found is not None
+
+    def version_for_seq(self, model_id: int, *, seq: int) -> int | None:
+        """The version a checkpoint at log record `seq` made, if it committed before a crash."""
+        with self._sessions() as session:
+            return session.scalar(
+                select(VersionRow.number).where(
+                    VersionRow.model_id == model_id, VersionRow.applied_seq == seq
+                )
+            )
+
+    def update_training(
+        self, model_id: int, training: dict[str, Any], *, seq: int | None = None
+    ) -> None:
         with self._sessions.begin() as session:
             model = _locked_model(session, model_id)
             model.training = training
-            _event(session, model_id, "training_updated", None, {"training": training})
+            data = {"training": training}
+            _event(session, model_id, "training_updated", None, data, seq=seq)
 
     def events(self, model_id: int, *, since: int = 0, limit: int = 1000) -> Sequence[EventRow]:
         with self._sessions() as session:
@@ -249,10 +277,12 @@ def _version_row(model_id: int, number: int, new: NewVersion) -> VersionRow:
         weights_path=new.file.path,
         weights_sha256=new.file.sha256,
         weights_bytes=new.file.size,
+        applied_seq=new.applied_seq,
     )
 
 
 def _event(
-    session: Session, model_id: int, kind: str, version: int | None, data: dict[str, Any]
-) -> None:
-    session.add(EventRow(model_id=model_id, kind=kind, version=version, data=data))
+    session: Session, model_id: int, kind: str, version: int | None, data: dict[str, Any],
+    *, seq: int | None = None,
+) -> None:  # fmt: skip
+    session.add(EventRow(model_id=model_id, kind=kind, version=version, data=data, seq=seq))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import struct
 import uuid
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
+from service import crashpoints
 from service.errors import VersionUnavailable
 
 FORMAT = "gradual-checkpoint-1"
@@ -34,6 +36,7 @@ class Checkpoint:
     optimizer: dict[str, Any]  # torch's optimizer state_dict layout
     rng: torch.Tensor
     meta: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. the validation buffer
 
 
 @dataclass(frozen=True)
@@ -66,15 +69,30 @@ class WeightStore:
             raise VersionUnavailable(f"weights file {relative} fails its checksum")
         return decode(data)
 
+    def write_snapshot(self, model_id: int, seq: int, checkpoint: Checkpoint) -> None:
+        """A recovery snapshot: the learner's whole state after log record `seq`."""
+        _write_atomically(self._snapshots(model_id) / f"{seq:020d}.safetensors", encode(checkpoint))
+        for older in sorted(self._snapshots(model_id).glob("*.safetensors"))[:-2]:
+            older.unlink(missing_ok=True)  # keep the newest two: one may be mid-write at a crash
+
+    def latest_snapshot(self, model_id: int) -> tuple[int, Checkpoint] | None:
+        for path in sorted(self._snapshots(model_id).glob("*.safetensors"), reverse=True):
+            try:
+                return int(path.stem), decode(path.read_bytes())
+            except (ValueError, KeyError, VersionUnavailable):
+                continue  # a torn file from a crash: fall back to the one before
+        return None
+
+    def _snapshots(self, model_id: int) -> Path:
+        path = self.root / f"m{model_id}" / "snapshots"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     def remove(self, relative: str) -> None:
         (self.root / relative).unlink(missing_ok=True)
 
     def remove_model(self, model_id: int) -> None:
-        directory = self.root / f"m{model_id}"
-        if directory.is_dir():
-            for child in directory.iterdir():
-                child.unlink(missing_ok=True)
-            directory.rmdir()
+        shutil.rmtree(self.root / f"m{model_id}", ignore_errors=True)
 
 
 def encode(checkpoint: Checkpoint) -> bytes:
@@ -87,6 +105,7 @@ def encode(checkpoint: Checkpoint) -> bytes:
             else:
                 scalars.setdefault(str(index), {})[key] = value
     tensors["rng"] = _cpu(checkpoint.rng)
+    tensors.update({f"extra/{k}": _cpu(v) for k, v in checkpoint.extra.items()})
     header = {
         "format": FORMAT,
         "param_groups": checkpoint.optimizer["param_groups"],
@@ -104,6 +123,7 @@ def decode(data: bytes) -> Checkpoint:
         raise VersionUnavailable("weights file is not a Gradual checkpoint")
     tensors = load_tensors(data)
     network: dict[str, torch.Tensor] = {}
+    extra: dict[str, torch.Tensor] = {}
     state: dict[int, dict[str, Any]] = {
         int(k): dict(v) for k, v in header["optimizer_scalars"].items()
     }
@@ -114,8 +134,10 @@ def decode(data: bytes) -> Checkpoint:
         elif kind == "optimizer":
             index, _, key = rest.partition("/")
             state.setdefault(int(index), {})[key] = tensor
+        elif kind == "extra":
+            extra[rest] = tensor
     optimizer = {"state": state, "param_groups": header["param_groups"]}
-    return Checkpoint(network, optimizer, tensors["rng"], header["meta"])
+    return Checkpoint(network, optimizer, tensors["rng"], header["meta"], extra)
 
 
 def _read_header(data: bytes) -> dict[str, str]:
@@ -137,7 +159,9 @@ def _write_atomically(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+    crashpoints.hit("after_weights_fsync")
     os.replace(temporary, path)
+    crashpoints.hit("after_rename")
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)

@@ -25,7 +25,8 @@ from service.errors import (
     GradualError,
     InvalidInput,
 )
-from service.hub import LiveModel, ModelHub, StreamGuard, Trained
+from service.hub import ModelHub
+from service.live import LiveModel, StreamGuard, Trained
 
 FIT_KEYS = {"inputs", "targets", "batch_id"}
 MAX_BATCH_ID = 128
@@ -115,7 +116,7 @@ async def _take_line(
         if live.pipeline.depth >= live.pipeline.capacity:
             async for out in _drain(tally, keep=live.pipeline.capacity // 2):
                 yield out
-        future = hub.submit_fit(
+        future = await hub.submit_fit(
             name, batch.inputs, batch.targets, batch_id=batch.batch_id, guard=guard
         )
     except GradualError as exc:

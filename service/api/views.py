@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from service.db.tables import EventRow, VersionRow
-from service.hub import FitOutcome, LiveModel
+from service.live import FitOutcome, LiveModel
 from service.schemas import EventView, FitResponse, ModelView, ValidationView, VersionView
 
 

@@ -84,6 +84,8 @@ class VersionRow(Base):
     weights_sha256: Mapped[str] = mapped_column(String(64))
     weights_bytes: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), default="ready")
+    # The last write-ahead-log record this version's state includes (replay starts after it).
+    applied_seq: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -91,12 +93,17 @@ class EventRow(Base):
     """Something that happened to a model, with the numbers that made it happen."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_model_id_id", "model_id", "id"),)
+    __table_args__ = (
+        Index("ix_events_model_id_id", "model_id", "id"),
+        Index("ix_events_model_id_seq", "model_id", "seq"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(32))
     version: Mapped[int | None]
+    # The log record that caused it: a replay after a crash re-derives, never re-inserts, it.
+    seq: Mapped[int | None] = mapped_column(BigInteger)
     data: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

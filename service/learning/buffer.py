@@ -42,6 +42,18 @@ class ValidationBuffer:
         shift = -self._next
         return torch.roll(self._x, shift, dims=0), torch.roll(self._y, shift, dims=0)
 
+    def ring(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The filled slots as they lie, and the next write position (for snapshots)."""
+        x, y = self.tensors()
+        return x, y, self._next
+
+    def load_ring(self, x: torch.Tensor, y: torch.Tensor, next_slot: int) -> None:
+        """Restores `ring()`'s output exactly, slot for slot."""
+        rows = x.shape[0]
+        self._x[:rows] = x.to(self._x.device)
+        self._y[:rows] = y.to(self._y.device).reshape(self._y[:rows].shape)
+        self.size, self._next = rows, next_slot
+
     def class_counts(self, classes: int) -> list[int]:
         _, y = self.tensors()
         counts = torch.bincount(y.reshape(-1).long(), minlength=classes)

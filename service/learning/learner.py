@@ -97,7 +97,7 @@ class OnlineLearner:
         self.training = training
         self.stopper = EarlyStopper(training.stopper(), control.stopper)
         self.buffer = self._new_buffer(training.buffer_size)
-        self._round_losses: list[tuple[float, int]] = []
+        self.round_losses: list[tuple[float, int]] = []  # (mean loss, rows) since the last round
 
     @property
     def spec(self) -> Any:
@@ -123,7 +123,7 @@ class OnlineLearner:
                 limits=self.limits,
             )  # fmt: skip
             steps, trained, loss = result.steps, result.trained, result.train_loss
-            self._round_losses.append((loss, trained))
+            self.round_losses.append((loss, trained))
         self._accept(x, y, held_out=mask)
         if self._round_due():
             self._round()
@@ -166,9 +166,9 @@ class OnlineLearner:
             self._stop(decision.stop, score)
 
     def _round_record(self, metrics: Metrics) -> dict[str, Any]:
-        rows = sum(n for _, n in self._round_losses)
-        loss = sum(v * n for v, n in self._round_losses) / rows if rows else None
-        self._round_losses.clear()
+        rows = sum(n for _, n in self.round_losses)
+        loss = sum(v * n for v, n in self.round_losses) / rows if rows else None
+        self.round_losses.clear()
         return {
             "step": self.head.step, "samples_seen": self.head.samples_seen, "train_loss": loss,
             **{f"val_{k}": _finite_or_none(v) for k, v in metrics.items()},
@@ -179,7 +179,7 @@ class OnlineLearner:
         serve = self._should_promote(score)
         number = self.recorder.checkpoint(
             self.head, reason="improved", metrics=val, parent=self.head_version,
-            pointers=Pointers(self._control(), serve=serve, best=True),
+            pointers=Pointers(self.control_state(), serve=serve, best=True),
         )  # fmt: skip
         self.head_version = number
         self.best = BestVersion(number, self.head.state(), score)
@@ -203,7 +203,10 @@ class OnlineLearner:
         self.head_version = self.best.version
         data = {"reason": reason, "score": _finite_or_none(score), "best": self.best.score}
         self.recorder.move(
-            "rollback", self.best.version, Pointers(self._control(), head=self.best.version), data
+            "rollback",
+            self.best.version,
+            Pointers(self.control_state(), head=self.best.version),
+            data,
         )
 
     def _stop(self, reason: str, score: float) -> None:
@@ -219,7 +222,10 @@ class OnlineLearner:
             "served_score": self.control.served_score_at_stop,
         }  # fmt: skip
         self.recorder.move(
-            "early_stop", self.best.version, Pointers(self._control(), head=self.head_version), data
+            "early_stop",
+            self.best.version,
+            Pointers(self.control_state(), head=self.head_version),
+            data,
         )
 
     # -- while stopped --------------------------------------------------------------------
@@ -251,7 +257,7 @@ class OnlineLearner:
         self.control.state, self.control.stopping_reason = "training", None
         self.control.served_score_at_stop = None
         self.control.last_round_step = self.head.step
-        self.recorder.move("resume", None, Pointers(self._control()), {"reason": reason})
+        self.recorder.move("resume", None, Pointers(self.control_state()), {"reason": reason})
 
     def _forget_scores(self) -> None:
         self.stopper.reset()
@@ -261,14 +267,14 @@ class OnlineLearner:
     def stop(self) -> None:
         self.control.state, self.control.stopping_reason = "stopped", "manual"
         self.control.served_score_at_stop = self.score_served()
-        self.recorder.move("stop", None, Pointers(self._control()), {"reason": "manual"})
+        self.recorder.move("stop", None, Pointers(self.control_state()), {"reason": "manual"})
 
     # -- by hand --------------------------------------------------------------------------
 
     def checkpoint(self, reason: str = "manual") -> int:
         number = self.recorder.checkpoint(
             self.head, reason=reason, metrics=self.validation_metrics(self.head.network),
-            parent=self.head_version, pointers=Pointers(self._control()),
+            parent=self.head_version, pointers=Pointers(self.control_state()),
         )  # fmt: skip
         self.head_version = number
         self._prune()
@@ -283,7 +289,7 @@ class OnlineLearner:
         self.recorder.move(
             "rollback",
             version,
-            Pointers(self._control(), serve=True, best=True, head=version),
+            Pointers(self.control_state(), serve=True, best=True, head=version),
             data,
         )
         self.head.load_state(state, counters=False)
@@ -293,7 +299,7 @@ class OnlineLearner:
 
     def promote(self, version: int, served: ServedModel) -> None:
         self.recorder.move(
-            "promote", version, Pointers(self._control(), serve=True), {"reason": "manual"}
+            "promote", version, Pointers(self.control_state(), serve=True), {"reason": "manual"}
         )
         self.served = served
 
@@ -327,7 +333,7 @@ class OnlineLearner:
             return None
         return evaluate(network, self.spec, *self.buffer.tensors())[self.training.metric]
 
-    def _control(self) -> dict[str, Any]:
+    def control_state(self) -> dict[str, Any]:
         self.control.step, self.control.samples_seen = self.head.step, self.head.samples_seen
         return self.control.to_dict()
 

@@ -14,11 +14,14 @@ from collections.abc import Iterable
 
 
 class BatchLedger:
-    def __init__(self, capacity: int, recorded: Iterable[str] = ()) -> None:
+    def __init__(
+        self, capacity: int, recorded: Iterable[str] = (), unrecorded: Iterable[str] = ()
+    ) -> None:
         self.capacity = capacity
         self._known: OrderedDict[str, None] = OrderedDict((batch_id, None) for batch_id in recorded)
         self._reserved: set[str] = set()
-        self._unrecorded: list[str] = []
+        self._unrecorded: list[str] = list(unrecorded)
+        self._known.update((batch_id, None) for batch_id in self._unrecorded)
 
     def seen(self, batch_id: str) -> bool:
         return batch_id in self._known or batch_id in self._reserved

@@ -14,6 +14,7 @@ import torch
 
 from models.losses import shape_targets
 from models.spec import OptimizerSpec
+from service import crashpoints
 from service.errors import BatchRejected
 from service.learning.config import TrainingConfig
 from service.learning.head import TrainingHead
@@ -52,6 +53,7 @@ def fit(
         norms.append(norm)
         head.step += 1
         head.samples_seen += x.shape[0]
+        crashpoints.hit("mid_step")
     step_losses = torch.stack(losses)
     reason = _rejection_reason(head, step_losses, torch.stack(norms), limits)
     if reason is not None:

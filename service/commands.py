@@ -1,0 +1,151 @@
+"""Applies write-ahead-log records to a live model: the one code path for live work and replay.
+
+Every change to a model is a record (a batch to learn, validation rows, a control command);
+the model's worker applies records in log order through `Executor.run`, both while serving
+and when a restart replays the log, so a replay cannot take a different path. After a record
+that made a durable transition (and every `snapshot_every` records) the learner's whole state
+is snapshotted and the log is truncated behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from service import crashpoints
+from service.db.tables import ModelRow
+from service.errors import BatchSkipped, GradualError
+from service.learning.config import TrainingConfig
+from service.learning.snapshot import capture
+from service.live import LiveModel, StreamGuard, Trained
+from service.served import ServedModel
+from service.wal import Record
+from service.weights import Checkpoint, WeightStore
+
+log = logging.getLogger("gradual.commands")
+
+FIT, VALIDATION = "fit", "validation"
+STOP, RESUME, TRAINING, CHECKPOINT, ROLLBACK, PROMOTE = (
+    "stop", "resume", "training", "checkpoint", "rollback", "promote",
+)  # fmt: skip
+
+
+class Executor:
+    def __init__(
+        self, *, store: WeightStore, device: torch.device, snapshot_every: int,
+        read: Callable[[ModelRow, int], Checkpoint], load: Callable[[ModelRow, int], ServedModel],
+    ) -> None:  # fmt: skip
+        self.store = store
+        self.device = device
+        self.snapshot_every = snapshot_every
+        self.read = read
+        self.load = load
+
+    def run(
+        self, live: LiveModel, record: Record, *, guard: StreamGuard | None = None,
+        wait: bool = True,
+    ) -> Any:  # fmt: skip
+        recorder = live.learner.recorder
+        recorder.seq = record.seq
+        before = recorder.transitions
+        try:
+            return self._dispatch(live, record, guard)
+        except Exception as exc:
+            if record.kind == FIT and not wait:  # nobody awaits it: the event log tells
+                recorder.event("batch_failed", None, _failure(exc, record.args.get("batch_id")))
+            raise
+        finally:
+            if (
+                recorder.transitions != before
+                or record.seq - live.snapshot_seq >= self.snapshot_every
+            ):
+                self.snapshot(live, record.seq)
+
+    def snapshot(self, live: LiveModel, seq: int) -> None:
+        """Writes the learner's whole state as of record `seq`; the log before it can go."""
+        state = capture(live.learner, seq=seq, unrecorded_ids=live.ledger.unrecorded())
+        self.store.write_snapshot(live.id, seq, state)
+        crashpoints.hit("after_snapshot")
+        live.snapshot_seq = seq
+        if live.log is not None:
+            live.log.truncate_through(seq)
+
+    def _dispatch(self, live: LiveModel, record: Record, guard: StreamGuard | None) -> Any:
+        if record.kind == FIT:
+            return self._fit(live, record, guard)
+        handler = {
+            VALIDATION: self._validation, STOP: self._stop, RESUME: self._resume,
+            TRAINING: self._training, CHECKPOINT: self._checkpoint, ROLLBACK: self._rollback,
+            PROMOTE: self._promote,
+        }.get(record.kind)  # fmt: skip
+        if handler is None:
+            raise AssertionError(f"unknown record kind {record.kind!r}")
+        return handler(live, record)
+
+    def _validation(self, live: LiveModel, record: Record) -> int:
+        live.learner.add_validation(*self._tensors(record))
+        return live.learner.buffer.size
+
+    def _stop(self, live: LiveModel, _record: Record) -> None:
+        if live.learner.control.state == "training":
+            live.learner.stop()
+
+    def _resume(self, live: LiveModel, _record: Record) -> None:
+        if live.learner.control.state == "stopped":
+            live.learner.resume("manual")
+
+    def _training(self, live: LiveModel, record: Record) -> None:
+        training = TrainingConfig.model_validate(record.args["training"])
+        live.learner.recorder.update_training(training.model_dump())
+        live.learner.reconfigure(training)
+
+    def _checkpoint(self, live: LiveModel, _record: Record) -> int:
+        return live.learner.checkpoint()
+
+    def _rollback(self, live: LiveModel, record: Record) -> None:
+        version = int(record.args["version"])
+        state = live.learner.head.state_from(self.read(live.row, version))
+        live.learner.reset_to(version, state)
+
+    def _promote(self, live: LiveModel, record: Record) -> None:
+        version = int(record.args["version"])
+        live.learner.promote(version, self._resident_or_load(live, version))
+
+    def _fit(self, live: LiveModel, record: Record, guard: StreamGuard | None) -> Trained:
+        learner, ledger = live.learner, live.ledger
+        batch_id: str | None = record.args.get("batch_id")
+        try:
+            if guard is not None and guard.aborted:
+                raise BatchSkipped("skipped: an earlier batch of this stream failed")
+            x, y = self._tensors(record)
+            report = learner.learn(x, y, record.arrays["inputs"], record.arrays["targets"])
+        except Exception:
+            if batch_id is not None:
+                ledger.release(batch_id)
+            if guard is not None and guard.stop_on_error:
+                guard.aborted = True
+            raise
+        if batch_id is not None:
+            ledger.applied(batch_id)
+        head = learner.head
+        return Trained(report, head.step, head.samples_seen, learner.served.version)
+
+    def _tensors(self, record: Record) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs: np.ndarray = record.arrays["inputs"]
+        targets: np.ndarray = record.arrays["targets"]
+        return torch.from_numpy(inputs).to(self.device), torch.from_numpy(targets).to(self.device)
+
+    def _resident_or_load(self, live: LiveModel, version: int) -> ServedModel:
+        best = live.learner.best
+        if best.version == version:  # no disk read: the best version is in device memory
+            return ServedModel.from_state(live.spec, version, best.state.network, self.device)
+        return self.load(live.row, version)
+
+
+def _failure(exc: Exception, batch_id: str | None) -> dict[str, Any]:
+    field = exc.field if isinstance(exc, GradualError) else None
+    return {"batch_id": batch_id, "error": type(exc).__name__, "message": str(exc), "field": field}

@@ -1,0 +1,71 @@
+"""Recovery snapshots: a learner's whole state after one log record, and its restoration.
+
+A version holds what a network knows; a snapshot holds everything the *next* step depends on:
+the head (weights, optimizer, generator, counters), the validation buffer slot for slot, the
+controller's state, the loss accumulated since the last round, the training section in force,
+the served/head/best pointers and the batch ids not yet recorded with a version. Replaying
+the log after a snapshot therefore reproduces the learner bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from service.learning.config import TrainingConfig
+from service.learning.learner import Control, OnlineLearner
+from service.weights import Checkpoint
+
+
+@dataclass(frozen=True)
+class Pointers:
+    served: int
+    head: int
+    best: int
+
+
+def capture(learner: OnlineLearner, *, seq: int, unrecorded_ids: list[str]) -> Checkpoint:
+    head = learner.head.checkpoint()
+    x, y, next_slot = learner.buffer.ring()
+    meta = head.meta | {
+        "seq": seq,
+        "control": learner.control_state(),
+        "round_losses": learner.round_losses,
+        "training": learner.training.model_dump(),
+        "buffer_next": next_slot,
+        "pointers": {
+            "served": learner.served.version, "head": learner.head_version,
+            "best": learner.best.version,
+        },
+        "unrecorded_ids": unrecorded_ids,
+    }  # fmt: skip
+    return Checkpoint(head.network, head.optimizer, head.rng, meta, {"buffer_x": x, "buffer_y": y})
+
+
+@dataclass(frozen=True)
+class Restored:
+    seq: int
+    control: Control
+    training: TrainingConfig
+    pointers: Pointers
+    unrecorded_ids: list[str]
+
+
+def describe(snapshot: Checkpoint) -> Restored:
+    meta: dict[str, Any] = snapshot.meta
+    return Restored(
+        seq=int(meta["seq"]),
+        control=Control.from_dict(meta["control"]),
+        training=TrainingConfig.model_validate(meta["training"]),
+        pointers=Pointers(**meta["pointers"]),
+        unrecorded_ids=list(meta["unrecorded_ids"]),
+    )
+
+
+def restore_into(learner: OnlineLearner, snapshot: Checkpoint) -> None:
+    """Loads the head, the buffer and the round accumulator (the rest is constructor state)."""
+    learner.head.load_checkpoint(snapshot)
+    learner.buffer.load_ring(
+        snapshot.extra["buffer_x"], snapshot.extra["buffer_y"], int(snapshot.meta["buffer_next"])
+    )
+    learner.round_losses = [(float(v), int(n)) for v, n in snapshot.meta["round_losses"]]

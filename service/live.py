@@ -1,0 +1,68 @@
+"""A model in memory, and what its writer hands back."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from models.spec import NetworkSpec
+from service.db.tables import ModelRow
+from service.learning.learner import LearnReport, OnlineLearner
+from service.learning.ledger import BatchLedger
+from service.pipeline import Pipeline
+from service.wal import ModelLog
+
+
+@dataclass
+class LiveModel:
+    """A model's row (identity, spec, seed), the learner that owns its tensors, the ledger of
+    applied batch ids, its write-ahead log, and the pipeline through which every change passes.
+    `ingest` orders appends to the log with submissions to the pipeline."""
+
+    row: ModelRow
+    learner: OnlineLearner
+    ledger: BatchLedger
+    pipeline: Pipeline
+    log: ModelLog | None
+    seq: int  # the last record assigned (logged, or counted when there is no log)
+    snapshot_seq: int
+    ingest: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def id(self) -> int:
+        return self.row.id
+
+    @property
+    def name(self) -> str:
+        return self.row.name
+
+    @property
+    def spec(self) -> NetworkSpec:
+        return self.learner.head.spec
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A batch's report with the counters and served version right after it."""
+
+    report: LearnReport
+    step: int
+    samples_seen: int
+    version: int
+
+
+@dataclass(frozen=True)
+class FitOutcome:
+    """A trained batch, or a duplicate's acknowledgement, or a queued position."""
+
+    trained: Trained | None
+    duplicate: bool = False
+    queued: int | None = None
+
+
+@dataclass
+class StreamGuard:
+    """Shared by one stream's batches: once a batch fails with `stop_on_error`, the rest skip."""
+
+    stop_on_error: bool
+    aborted: bool = False

@@ -1,0 +1,156 @@
+"""The write-ahead log: every change to a model, appended and fsynced before it is acknowledged.
+
+One log per model, in segments `wal/m<model id>/<first seq>.wal`. A record is
+`b"GWAL" | u32 length | u32 crc32 | payload`, the payload a safetensors blob (arrays as tensors,
+the rest as JSON in its header; nothing is pickled). On start, every record after the last
+checkpoint's `applied_seq` is replayed in order. A torn record at the tail (a crash mid-write,
+never acknowledged) is cut off. Segments wholly covered by a checkpoint are deleted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load as load_arrays
+from safetensors.numpy import save as save_arrays
+
+from service import crashpoints
+
+MAGIC = b"GWAL"
+HEADER = struct.Struct("<4sII")
+SEGMENT_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Record:
+    seq: int
+    kind: str  # "fit", "validation", or a command: "stop", "resume", "training", ...
+    args: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def encode(record: Record) -> bytes:
+    meta = {"seq": record.seq, "kind": record.kind, "args": record.args}
+    payload = bytes(save_arrays(record.arrays, metadata={"record": json.dumps(meta)}))
+    return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+def decode(payload: bytes) -> Record:
+    (length,) = struct.unpack("<Q", payload[:8])
+    meta = json.loads(json.loads(payload[8 : 8 + length])["__metadata__"]["record"])
+    return Record(meta["seq"], meta["kind"], meta["args"], dict(load_arrays(payload)))
+
+
+class ModelLog:
+    """One model's log. Appends are serialized by the caller (the model's ingest lock)."""
+
+    def __init__(self, directory: Path, *, fsync: bool = True) -> None:
+        self.directory = directory
+        self.fsync = fsync
+        directory.mkdir(parents=True, exist_ok=True)
+        self.last_seq = 0
+        for record in self.read(after=0):
+            self.last_seq = record.seq
+        self._segment = self._open_tail()
+
+    def append(self, kind: str, args: dict[str, Any], arrays: dict[str, np.ndarray]) -> Record:
+        record = Record(self.last_seq + 1, kind, args, arrays)
+        if self._segment.tell() > SEGMENT_BYTES:
+            self._roll(record.seq)
+        self._segment.write(encode(record))
+        self._segment.flush()
+        if self.fsync:
+            os.fsync(self._segment.fileno())
+        crashpoints.hit("after_wal_append")
+        self.last_seq = record.seq
+        return record
+
+    def read(self, *, after: int) -> Iterator[Record]:
+        """Records with seq > `after`, in order; stops at a torn tail."""
+        for path in self._segments():
+            for record in _records(path):
+                if record.seq > after:
+                    yield record
+
+    def truncate_through(self, seq: int) -> None:
+        """Deletes segments whose records are all at or below `seq` (a checkpoint holds them)."""
+        segments = self._segments()
+        for path, following in itertools.pairwise(segments):
+            if int(following.stem) - 1 <= seq:
+                path.unlink(missing_ok=True)
+        tail = segments[-1] if segments else None
+        if tail is not None and self.last_seq <= seq and self._segment.tell() > 0:
+            self._roll(self.last_seq + 1)
+            tail.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self._segment.close()
+
+    @staticmethod
+    def remove(directory: Path) -> None:
+        shutil.rmtree(directory, ignore_errors=True)
+
+    def _segments(self) -> list[Path]:
+        return sorted(self.directory.glob("*.wal"), key=lambda path: int(path.stem))
+
+    def _open_tail(self) -> Any:
+        segments = self._segments()
+        if not segments:
+            return open(self.directory / f"{self.last_seq + 1:020d}.wal", "ab")
+        tail = segments[-1]
+        good = _valid_length(tail)
+        with open(tail, "r+b") as handle:  # cut a torn record left by a crash mid-append
+            handle.truncate(good)
+        return open(tail, "ab")
+
+    def _roll(self, first_seq: int) -> None:
+        self._segment.close()
+        self._segment = open(self.directory / f"{first_seq:020d}.wal", "ab")  # noqa: SIM115
+        _fsync_dir(self.directory)
+
+
+def _records(path: Path) -> Iterator[Record]:
+    with open(path, "rb") as handle:
+        while True:
+            payload = _next_payload(handle)
+            if payload is None:
+                return
+            yield decode(payload)
+
+
+def _next_payload(handle: Any) -> bytes | None:
+    header = handle.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None
+    magic, length, crc = HEADER.unpack(header)
+    payload: bytes = handle.read(length)
+    if magic != MAGIC or len(payload) < length or zlib.crc32(payload) != crc:
+        return None
+    return payload
+
+
+def _valid_length(path: Path) -> int:
+    """Bytes up to the end of the last whole, checksummed record."""
+    good = 0
+    with open(path, "rb") as handle:
+        while _next_payload(handle) is not None:
+            good = handle.tell()
+    return good
+
+
+def _fsync_dir(directory: Path) -> None:
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
