@@ -16,10 +16,11 @@ from service.errors import InvalidInput
 def matrix_from(
     value: Any, *, field: str, features: int, max_rows: int, max_abs: float
 ) -> np.ndarray:
-    """A list of rows → float32 array (N, features): finite, bounded, rectangular, non-empty."""
-    if not isinstance(value, list):
+    """Rows (a list, or an array from a binary body) → float32 (N, features): finite, bounded,
+    rectangular, non-empty."""
+    if not isinstance(value, list | np.ndarray):
         raise InvalidInput(f"{field} must be a list of rows", field=field)
-    if not value:
+    if len(value) == 0:
         raise InvalidInput(f"{field} is empty", field=field)
     if len(value) > max_rows:
         raise InvalidInput(f"{field} has {len(value)} rows; the limit is {max_rows}", field=field)
@@ -37,7 +38,7 @@ def matrix_from(
 def targets_from(value: Any, *, spec: NetworkSpec, rows: int, max_abs: float) -> np.ndarray:
     """Targets per task: class ids, 0/1 labels, or numbers (one per output)."""
     field = "targets"
-    if not isinstance(value, list):
+    if not isinstance(value, list | np.ndarray) or np.ndim(value) == 0:
         raise InvalidInput("targets must be a list", field=field)
     if len(value) != rows:
         raise InvalidInput(f"targets has {len(value)} entries for {rows} input rows", field=field)
@@ -61,7 +62,7 @@ def _regression_targets(array: np.ndarray, spec: NetworkSpec, max_abs: float) ->
     return _finite_float32(array, "targets", max_abs)
 
 
-def _numeric_array(value: list[Any], field: str) -> np.ndarray:
+def _numeric_array(value: list[Any] | np.ndarray, field: str) -> np.ndarray:
     try:
         array = np.asarray(value)
     except (ValueError, OverflowError) as exc:
@@ -72,7 +73,7 @@ def _numeric_array(value: list[Any], field: str) -> np.ndarray:
 
 
 def _finite_float32(array: np.ndarray, field: str, max_abs: float) -> np.ndarray:
-    as_float = array.astype(np.float32)
+    as_float = np.ascontiguousarray(array, dtype=np.float32)  # no copy when it already is
     if not np.isfinite(as_float).all():
         raise InvalidInput(f"{field} contains non-finite numbers", field=field)
     if array.size and float(np.abs(as_float).max()) > max_abs:

@@ -2,20 +2,53 @@
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
+import numpy as np
 import orjson
 from fastapi import Request
+from safetensors import SafetensorError
+from safetensors.numpy import load as load_arrays
 
 from service.errors import InvalidInput, MalformedBody, UnsupportedMediaType
 
 JSON_TYPES = {"application/json", ""}
 NDJSON = "application/x-ndjson"
+NPY = "application/x-npy"
+SAFETENSORS = "application/x-safetensors"
+BINARY_TYPES = {NPY, SAFETENSORS}
 
 
 def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def payload(request: Request, *, allowed: set[str]) -> dict[str, Any]:
+    """The body as fields: a JSON object, or arrays from a binary tensor body."""
+    kind = media_type(request)
+    if kind in BINARY_TYPES:
+        return binary_arrays(kind, await request.body(), allowed=allowed)
+    return await json_object(request, allowed=allowed)
+
+
+def binary_arrays(kind: str, body: bytes, *, allowed: set[str]) -> dict[str, Any]:
+    """NumPy `.npy` (one inputs array, or a structured array with `inputs` and `targets`
+    fields) or safetensors (tensors named `inputs` and `targets`). Never unpickled."""
+    try:
+        if kind == NPY:
+            array = np.load(io.BytesIO(body), allow_pickle=False)
+            fields = array.dtype.names
+            arrays = {name: array[name] for name in fields} if fields else {"inputs": array}
+        else:
+            arrays = dict(load_arrays(body))
+    except (ValueError, OSError, EOFError, SafetensorError) as exc:
+        raise MalformedBody(f"the body is not a readable {kind} array: {exc}") from exc
+    unknown = sorted(set(arrays) - allowed)
+    if unknown:
+        raise InvalidInput(f"unknown array {unknown[0]!r}", field=unknown[0])
+    return arrays
 
 
 async def json_object(request: Request, *, allowed: set[str]) -> dict[str, Any]:

@@ -42,6 +42,7 @@ class LabelledBatch:
 def labelled_batch(payload: Any, spec: NetworkSpec, settings: Settings) -> LabelledBatch:
     if not isinstance(payload, dict):
         raise InvalidInput("a batch must be a JSON object", field="body")
+    payload = {k: v for k, v in payload.items() if not (k == "batch_id" and v is None)}
     unknown = sorted(set(payload) - FIT_KEYS)
     if unknown:
         raise InvalidInput(f"unknown field {unknown[0]!r}", field=unknown[0])

@@ -13,7 +13,9 @@ from service.api.errors import error_response
 from service.errors import BodyTooLarge, UnsupportedMediaType
 
 NDJSON = b"application/x-ndjson"
-ACCEPTED = frozenset({b"", b"application/json", NDJSON})
+ACCEPTED = frozenset(
+    {b"", b"application/json", NDJSON, b"application/x-npy", b"application/x-safetensors"}
+)
 WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 
 

@@ -7,7 +7,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel
 
-from service.api.bodies import NDJSON, json_object, media_type, optional_version
+from service.api.bodies import (
+    NDJSON,
+    NPY,
+    SAFETENSORS,
+    media_type,
+    optional_version,
+    payload,
+)
 from service.api.deps import HubDep, NameParam, SettingsDep
 from service.api.fitting import FIT_KEYS, labelled_batch, ndjson_fit
 from service.api.responses import DuplexStreamingResponse, FastJSONResponse
@@ -30,17 +37,21 @@ from service.schemas import (
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
-def _documented_body(model: type[BaseModel]) -> dict[str, Any]:
-    schema = {"application/json": {"schema": model.model_json_schema()}}
-    return {"requestBody": {"required": True, "content": schema}}
+NPY_HELP = (
+    "NumPy .npy: the inputs array (N, features), or a structured array with fields "
+    "`inputs` (features,) and `targets`. Loaded with allow_pickle=False."
+)
+SAFETENSORS_HELP = "safetensors: tensors named `inputs` and (for training) `targets`."
 
 
-def _fit_body() -> dict[str, Any]:
-    body = _documented_body(FitRequest)
-    body["requestBody"]["content"][NDJSON] = {
-        "schema": {"type": "string", "description": "One FitRequest JSON object per line."}
-    }
-    return body
+def _documented_body(model: type[BaseModel], *, stream: bool = False) -> dict[str, Any]:
+    content: dict[str, Any] = {"application/json": {"schema": model.model_json_schema()}}
+    binary = {"type": "string", "format": "binary"}
+    content[NPY] = {"schema": binary | {"description": NPY_HELP}}
+    content[SAFETENSORS] = {"schema": binary | {"description": SAFETENSORS_HELP}}
+    if stream:
+        content[NDJSON] = {"schema": {"type": "string", "description": "One JSON batch per line."}}
+    return {"requestBody": {"required": True, "content": content}}
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -66,15 +77,16 @@ async def delete_model(name: NameParam, hub: HubDep) -> Response:
 
 @router.post("/{name}/predict", openapi_extra=_documented_body(PredictRequest))
 async def predict(
-    name: NameParam, request: Request, hub: HubDep, settings: SettingsDep
-) -> PredictResponse:
+    name: NameParam, request: Request, hub: HubDep, settings: SettingsDep,
+    version: Annotated[int | None, Query(ge=1, description="Binary bodies: the version.")] = None,
+) -> PredictResponse:  # fmt: skip
     spec = hub.live(name).spec
-    payload = await json_object(request, allowed={"inputs", "version"})
+    fields = await payload(request, allowed={"inputs", "version"})
     inputs = matrix_from(
-        payload.get("inputs"), field="inputs", features=spec.inputs,
+        fields.get("inputs"), field="inputs", features=spec.inputs,
         max_rows=settings.max_batch_rows, max_abs=settings.max_input_abs,
     )  # fmt: skip
-    version, result = await hub.predict(name, inputs, optional_version(payload))
+    version, result = await hub.predict(name, inputs, optional_version(fields) or version)
     return PredictResponse(
         model=name, version=version, predictions=result.predictions,
         probabilities=result.probabilities,
@@ -83,7 +95,7 @@ async def predict(
 
 @router.post(
     "/{name}/partial-fit",
-    openapi_extra=_fit_body(),
+    openapi_extra=_documented_body(FitRequest, stream=True),
     response_model=FitResponse,
     responses={202: {"model": QueuedResponse}, 429: {"model": ErrorBody}},
 )
@@ -93,12 +105,16 @@ async def partial_fit(
     on_error: Annotated[
         Literal["skip", "stop"], Query(description="NDJSON: skip bad lines, or stop there.")
     ] = "skip",
+    batch_id: Annotated[
+        str | None, Query(max_length=128, description="Binary bodies: the idempotency key.")
+    ] = None,
 ) -> Response | FitResponse:  # fmt: skip
     if media_type(request) == NDJSON:
         lines = ndjson_fit(name, request.stream(), hub, settings, on_error=on_error)
         return DuplexStreamingResponse(lines, media_type=NDJSON)
     spec = hub.live(name).spec
-    batch = labelled_batch(await json_object(request, allowed=FIT_KEYS), spec, settings)
+    fields = await payload(request, allowed=FIT_KEYS)
+    batch = labelled_batch({"batch_id": batch_id} | fields, spec, settings)
     outcome = await hub.partial_fit(
         name, batch.inputs, batch.targets, batch_id=batch.batch_id, wait=wait
     )
@@ -113,8 +129,8 @@ async def add_validation(
     name: NameParam, request: Request, hub: HubDep, settings: SettingsDep
 ) -> ValidationView:
     spec = hub.live(name).spec
-    payload = await json_object(request, allowed={"inputs", "targets"})
-    batch = labelled_batch(payload, spec, settings)
+    fields = await payload(request, allowed={"inputs", "targets"})
+    batch = labelled_batch(fields, spec, settings)
     await hub.add_validation(name, batch.inputs, batch.targets)
     return validation_view(hub.live(name))
 
