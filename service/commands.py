@@ -22,7 +22,7 @@ from service.errors import BatchSkipped, GradualError
 from service.learning.config import TrainingConfig
 from service.learning.snapshot import capture
 from service.live import LiveModel, StreamGuard, Trained
-from service.served import ServedModel
+from service.served import ServedModel, to_device
 from service.wal import Record
 from service.weights import Checkpoint, WeightStore
 
@@ -137,7 +137,7 @@ class Executor:
     def _tensors(self, record: Record) -> tuple[torch.Tensor, torch.Tensor]:
         inputs: np.ndarray = record.arrays["inputs"]
         targets: np.ndarray = record.arrays["targets"]
-        return torch.from_numpy(inputs).to(self.device), torch.from_numpy(targets).to(self.device)
+        return to_device(inputs, self.device), to_device(targets, self.device)
 
     def _resident_or_load(self, live: LiveModel, version: int) -> ServedModel:
         best = live.learner.best

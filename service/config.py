@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     snapshot_every: int = Field(
         default=1000, ge=1, description="Log records between recovery snapshots (bounds replay)."
     )
+    precision: Literal["fp32", "bf16"] = Field(
+        default="fp32", description="bf16: mixed-precision training steps (autocast)."
+    )
     crashpoint: str | None = Field(
         default=None, description="Tests only: SIGKILL the process at this named point."
     )

@@ -36,7 +36,7 @@ from service.pipeline import Pipeline
 from service.recorder import ModelRecorder
 from service.registry import NewModel, NewVersion, Registry
 from service.schemas import CreateModel
-from service.served import Predictions, ServedModel
+from service.served import Predictions, ServedModel, to_device
 from service.version_cache import VersionCache
 from service.wal import ModelLog, Record
 from service.weights import Checkpoint, WeightStore
@@ -50,7 +50,8 @@ class ModelHub:
         self.registry = registry
         self.store = store
         self.device = settings.torch_device()
-        self.limits = Limits(settings.max_weight_abs, settings.max_grad_norm)
+        autocast = torch.bfloat16 if settings.precision == "bf16" else None
+        self.limits = Limits(settings.max_weight_abs, settings.max_grad_norm, autocast)
         self.versions = VersionCache(capacity=8)
         self.executor = Executor(
             store=store, device=self.device, snapshot_every=settings.snapshot_every,
@@ -192,7 +193,7 @@ class ModelHub:
         served = live.learner.served  # one read: a concurrent swap cannot split this request
         if version is not None and version != served.version:
             served = await to_thread.run_sync(self._load_version, live.row, version)
-        tensor = torch.from_numpy(inputs).to(self.device, non_blocking=True)
+        tensor = to_device(inputs, self.device)
         return served.version, await to_thread.run_sync(served.predict, tensor)
 
     def _load_version(self, row: ModelRow, number: int) -> ServedModel:

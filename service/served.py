@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from models.network import Network, build_network
@@ -43,6 +44,14 @@ class ServedModel:
 
     def predict(self, inputs: torch.Tensor) -> Predictions:
         return decode_outputs(self.spec, self.outputs(inputs))
+
+
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Host rows → device; on a GPU through pinned memory with an asynchronous copy."""
+    tensor = torch.from_numpy(array)
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def decode_outputs(spec: NetworkSpec, outputs: torch.Tensor) -> Predictions:

@@ -22,8 +22,11 @@ from service.learning.head import TrainingHead
 
 @dataclass(frozen=True)
 class Limits:
+    """How a step may run: the bounds it must respect, and its precision."""
+
     max_weight_abs: float
     max_grad_norm: float
+    autocast: torch.dtype | None = None  # e.g. torch.bfloat16: mixed-precision forward/loss
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ def fit(
     for start in range(0, inputs.shape[0], training.batch_size):
         x = inputs[start : start + training.batch_size]
         y = targets[start : start + training.batch_size]
-        loss, norm = _step(head, x, y, training=training, optimizer=optimizer)
+        loss, norm = _step(head, x, y, training=training, optimizer=optimizer, limits=limits)
         losses.append(loss)
         norms.append(norm)
         head.step += 1
@@ -71,6 +74,7 @@ def _step(
     *,
     training: TrainingConfig,
     optimizer: OptimizerSpec,
+    limits: Limits,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     network = head.network
     if network.normalizer is not None:
@@ -79,7 +83,8 @@ def _step(
         noise = torch.randn(x.shape, generator=head.generator, device=x.device)
         x = x + noise * training.augment_noise
     head.optimizer.zero_grad(set_to_none=True)
-    loss = head.loss(network(x), shape_targets(head.spec, y))
+    with torch.autocast(x.device.type, dtype=limits.autocast, enabled=limits.autocast is not None):
+        loss = head.loss(network(x), shape_targets(head.spec, y)).float()
     penalty = _l1_penalty(head, optimizer.l1) if optimizer.l1 > 0.0 else None
     objective = loss if penalty is None else loss + penalty
     objective.backward()
