@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from service.api import errors, health, models, training, versions
+from service.api import errors, health, models, progress, telemetry, training, versions
 from service.api.limits import RequestEdge
 from service.config import Settings
 from service.lifespan import lifespan_for
+from service.metrics import Metrics, RequestMetrics
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -18,10 +19,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Online learning for PyTorch models: versioned, guarded, streamed.",
         lifespan=lifespan_for(settings),
     )
+    metrics = Metrics()
+    app.state.metrics = metrics
     errors.install(app)
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(versions.router)
     app.include_router(training.router)
+    app.include_router(progress.router)
+    app.include_router(telemetry.router)
     app.add_middleware(RequestEdge, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)
     return app

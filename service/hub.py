@@ -32,6 +32,8 @@ from service.learning.ledger import BatchLedger
 from service.learning.snapshot import describe, restore_into
 from service.learning.trainer import Limits
 from service.live import FitOutcome, LiveModel, StreamGuard, Trained
+from service.metrics import Metrics
+from service.notify import Notifier
 from service.pipeline import Pipeline
 from service.recorder import ModelRecorder
 from service.registry import NewModel, NewVersion, Registry
@@ -45,8 +47,12 @@ log = logging.getLogger("gradual.hub")
 
 
 class ModelHub:
-    def __init__(self, settings: Settings, registry: Registry, store: WeightStore) -> None:
+    def __init__(
+        self, settings: Settings, registry: Registry, store: WeightStore,
+        *, metrics: Metrics | None = None,
+    ) -> None:  # fmt: skip
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.registry = registry
         self.store = store
         self.device = settings.torch_device()
@@ -57,6 +63,7 @@ class ModelHub:
             store=store, device=self.device, snapshot_every=settings.snapshot_every,
             read=self._read, load=self._load_version,
         )  # fmt: skip
+        self.notifier = Notifier(asyncio.get_running_loop())
         self.failed: dict[str, str] = {}
         self._models: dict[str, LiveModel] = {}
         self._creating: set[str] = set()
@@ -194,6 +201,7 @@ class ModelHub:
         if version is not None and version != served.version:
             served = await to_thread.run_sync(self._load_version, live.row, version)
         tensor = to_device(inputs, self.device)
+        self.metrics.predict_rows.observe(inputs.shape[0])
         return served.version, await to_thread.run_sync(served.predict, tensor)
 
     def _load_version(self, row: ModelRow, number: int) -> ServedModel:
@@ -318,9 +326,16 @@ class ModelHub:
     async def version_row(self, name: str, number: int) -> VersionRow:
         return await to_thread.run_sync(self.registry.version, self.live(name).row, number)
 
-    async def events(self, name: str, since: int) -> Sequence[EventRow]:
+    async def events(
+        self, name: str, since: int, *, kinds: Sequence[str] | None = None, limit: int = 1000
+    ) -> Sequence[EventRow]:
         model_id = self.live(name).id
-        return await to_thread.run_sync(lambda: self.registry.events(model_id, since=since))
+        return await to_thread.run_sync(
+            lambda: self.registry.events(model_id, since=since, kinds=kinds, limit=limit)
+        )
+
+    async def wait_for_events(self, name: str, timeout: float) -> None:
+        await self.notifier.wait(self.live(name).id, timeout)
 
     # -- assembly -------------------------------------------------------------------------
 
@@ -338,8 +353,11 @@ class ModelHub:
         return OnlineLearner(
             head=head, served=served, best=best, head_version=head_version, training=training,
             optimizer=OptimizerSpec.model_validate(row.optimizer), seed=row.seed,
-            limits=self.limits, recorder=ModelRecorder(self.registry, self.store, row.id, ledger),
-            control=control,
+            limits=self.limits, control=control,
+            recorder=ModelRecorder(
+                self.registry, self.store, row.id, ledger,
+                notify=partial(self.notifier.notify, row.id),
+            ),
         )  # fmt: skip
 
     def _live(self, row: ModelRow, learner: OnlineLearner, seq: int) -> LiveModel:

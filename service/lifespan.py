@@ -15,6 +15,7 @@ from service.config import Settings
 from service.db import migrate
 from service.db.engine import make_engine, make_sessionmaker
 from service.hub import ModelHub
+from service.metrics import Metrics
 from service.registry import Registry
 from service.weights import WeightStore
 
@@ -31,9 +32,10 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
         url = settings.resolved_database_url
         await to_thread.run_sync(migrate.upgrade, url)
         engine = make_engine(url)
-        hub = ModelHub(
-            settings, Registry(make_sessionmaker(engine)), WeightStore(settings.weights_dir)
-        )
+        metrics: Metrics = app.state.metrics
+        registry = Registry(make_sessionmaker(engine))
+        hub = ModelHub(settings, registry, WeightStore(settings.weights_dir), metrics=metrics)
+        metrics.watch_models(hub.all)
         app.state.settings = settings
         app.state.hub = hub
         app.state.loaded = False

@@ -7,6 +7,8 @@ finds them (by seq) and does not write them again, so replay re-derives history 
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -21,12 +23,16 @@ class ModelRecorder:
     """One model's link to the registry and the weight store; called from its writer thread."""
 
     def __init__(
-        self, registry: Registry, store: WeightStore, model_id: int, ledger: BatchLedger
-    ) -> None:
+        self, registry: Registry, store: WeightStore, model_id: int, ledger: BatchLedger,
+        *, notify: Callable[[], None] = lambda: None,
+    ) -> None:  # fmt: skip
         self.registry = registry
         self.store = store
         self.model_id = model_id
         self.ledger = ledger
+        self.notify = notify  # wakes event-stream readers
+        self.counts: Counter[str] = Counter()  # events by kind since start (for /metrics)
+        self.last_round: dict[str, Any] = {}
         self.seq: int | None = None  # the log record being applied
         self.replay_through = 0  # records up to here may have committed writes before a crash
         self.transitions = 0  # durable changes so far: the hub snapshots after a job makes one
@@ -55,13 +61,14 @@ class ModelRecorder:
         )  # fmt: skip
         try:
             row = self.registry.add_version(
-                self.model_id, new, pointers=pointers, event_data=metrics
+                self.model_id, new, pointers=pointers, event_data={"step": head.step, **metrics}
             )
         except Exception:
             self.store.remove(file.path)  # its row never committed: the file would be an orphan
             raise
         crashpoints.hit("after_db_commit")
         self.ledger.recorded(batch_ids)
+        self._written("checkpoint")
         return row.number
 
     def prune(self, *, keep: int, protected: set[int]) -> None:
@@ -78,17 +85,25 @@ class ModelRecorder:
             return
         self.registry.move_pointers(
             self.model_id, kind=kind, version=version, pointers=replace(pointers, seq=self.seq),
-            data=data,
+            data={"step": pointers.control.get("step"), **data},
         )  # fmt: skip
+        self._written(kind)
 
     def event(self, kind: str, version: int | None, data: dict[str, Any]) -> None:
+        if kind == "round":
+            self.last_round = data
         if not self._already(kind):
             self.registry.add_event(self.model_id, kind, version, data, seq=self.seq)
+            self._written(kind)
 
     def update_training(self, training: dict[str, Any]) -> None:
         self.transitions += 1
         if not self._already("training_updated"):
             self.registry.update_training(self.model_id, training, seq=self.seq)
+
+    def _written(self, kind: str) -> None:
+        self.counts[kind] += 1
+        self.notify()
 
     def _replaying(self) -> bool:
         return self.seq is not None and self.seq <= self.replay_through

@@ -146,9 +146,8 @@ class Registry:
             data = {"reason": new.reason, **event_data}
             _event(session, model_id, "checkpoint", number, data, seq=pointers.seq)
             if pointers.serve:
-                _event(
-                    session, model_id, "promote", number, {"reason": new.reason}, seq=pointers.seq
-                )
+                promoted = {"reason": new.reason, "step": new.step}
+                _event(session, model_id, "promote", number, promoted, seq=pointers.seq)
         return version
 
     def archive_old_versions(self, model_id: int, *, keep: int, protected: set[int]) -> list[str]:
@@ -247,14 +246,15 @@ class Registry:
             data = {"training": training}
             _event(session, model_id, "training_updated", None, data, seq=seq)
 
-    def events(self, model_id: int, *, since: int = 0, limit: int = 1000) -> Sequence[EventRow]:
+    def events(
+        self, model_id: int, *, since: int = 0, kinds: Sequence[str] | None = None,
+        limit: int = 1000,
+    ) -> Sequence[EventRow]:  # fmt: skip
+        query = select(EventRow).where(EventRow.model_id == model_id, EventRow.id > since)
+        if kinds is not None:
+            query = query.where(EventRow.kind.in_(kinds))
         with self._sessions() as session:
-            return session.scalars(
-                select(EventRow)
-                .where(EventRow.model_id == model_id, EventRow.id > since)
-                .order_by(EventRow.id)
-                .limit(limit)
-            ).all()
+            return session.scalars(query.order_by(EventRow.id).limit(limit)).all()
 
 
 def _locked_model(session: Session, model_id: int) -> ModelRow:

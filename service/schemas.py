@@ -157,6 +157,23 @@ class EventList(BaseModel):
     events: list[EventView]
 
 
+class HistoryMarker(BaseModel):
+    id: int
+    kind: str
+    version: int | None
+    step: int | None
+    reason: str | None = None
+
+
+class History(BaseModel):
+    model: str
+    rounds: int = Field(description="Evaluation rounds recorded (before downsampling).")
+    points: list[dict[str, Any]] = Field(
+        description="step, samples_seen, train_loss and the validation metrics per round."
+    )
+    markers: list[HistoryMarker]
+
+
 class Health(BaseModel):
     status: str
     detail: dict[str, Any] = Field(default_factory=dict)

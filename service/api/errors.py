@@ -46,17 +46,26 @@ async def _domain_error(_request: Request, exc: Exception) -> FastJSONResponse:
     return response
 
 
-async def _validation_error(_request: Request, exc: Exception) -> FastJSONResponse:
-    assert isinstance(exc, RequestValidationError)
+def validation_problem(exc: RequestValidationError) -> tuple[str, str | None] | None:
+    """The first problem as (message, field), or None when the body is not JSON at all."""
     problems = exc.errors()
     first = problems[0] if problems else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":
+        return None
     location = [str(part) for part in first.get("loc", ())]
     if location and location[0] in {"body", "path", "query", "header"}:
         location = location[1:]
     field = ".".join(location) or None
-    if first.get("type") == "json_invalid":
-        return error_response(400, "malformed_body", "the body is not valid JSON", None)
     message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
+    return message, field
+
+
+async def _validation_error(_request: Request, exc: Exception) -> FastJSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problem = validation_problem(exc)
+    if problem is None:
+        return error_response(400, "malformed_body", "the body is not valid JSON", None)
+    message, field = problem
     return error_response(422, "invalid_field", message, field)
 
 

@@ -1,0 +1,166 @@
+"""/v2: the Open Inference Protocol (KServe / Triton v2 HTTP), beside the native /v1 API.
+
+Existing inference clients read a model's metadata and call infer unchanged. Errors on these
+routes answer in the protocol's shape, `{"error": message}` (the native API keeps
+`{code, message, field}`): the route class below maps them, with `service.api.errors`' table
+for status codes, except that 422 becomes the protocol's 400. Readiness is told by the status
+code as the protocol's probes expect: 200 ready, 503 not.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from anyio import to_thread
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+
+from service import inference
+from service.api.deps import HubDep, SettingsDep
+from service.api.errors import status_for, validation_problem
+from service.api.responses import FastJSONResponse
+from service.config import Settings
+from service.errors import GradualError
+from service.hub import ModelHub
+from service.inference import (
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    ModelReady,
+    ServerLive,
+    ServerMetadata,
+    ServerReady,
+)
+
+log = logging.getLogger("gradual.api")
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+VersionParam = Annotated[int, Path(ge=1, description="The model version, as a number.")]
+
+
+class ProtocolRoute(APIRoute):
+    """A route whose errors, its own validation included, answer `{"error": message}`."""
+
+    def get_route_handler(self) -> Handler:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except GradualError as exc:
+                status = status_for(exc)
+                return protocol_error(400 if status == 422 else status, exc.message)
+            except RequestValidationError as exc:
+                problem = validation_problem(exc)
+                return protocol_error(400, problem[0] if problem else "the body is not JSON")
+            except Exception as exc:  # the protocol's shape for the unexpected too
+                log.exception("unhandled error", exc_info=exc)
+                return protocol_error(500, "internal error; see the service log")
+
+        return handle
+
+
+def protocol_error(status: int, message: str) -> FastJSONResponse:
+    return FastJSONResponse({"error": message}, status_code=status)
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"description": '`{"error": message}`'} for status in (400, 404)
+}
+NOT_READY: dict[int | str, dict[str, Any]] = {503: {"description": "Not ready."}}
+
+router = APIRouter(
+    prefix="/v2", tags=["open inference protocol"], route_class=ProtocolRoute, responses=ERRORS
+)
+
+
+@router.get("")
+async def server_metadata(request: Request) -> ServerMetadata:
+    return ServerMetadata(name="gradual", version=request.app.version, extensions=[])
+
+
+@router.get("/health/live")
+async def server_live() -> ServerLive:
+    return ServerLive(live=True)
+
+
+@router.get("/health/ready", response_model=ServerReady, responses=NOT_READY)
+async def server_ready(request: Request, hub: HubDep) -> FastJSONResponse:
+    ready = bool(request.app.state.loaded) and await _database_answers(hub)
+    return _readiness(ServerReady(ready=ready))
+
+
+@router.get("/models/{name}")
+async def model_metadata(name: str, hub: HubDep) -> ModelMetadata:
+    return await _metadata(hub, name)
+
+
+@router.get("/models/{name}/versions/{version}")
+async def version_metadata(name: str, version: VersionParam, hub: HubDep) -> ModelMetadata:
+    await hub.version_row(name, version)  # 404 for a version the model never had
+    return await _metadata(hub, name)
+
+
+@router.get("/models/{name}/ready", response_model=ModelReady, responses=NOT_READY)
+async def model_ready(name: str, hub: HubDep) -> FastJSONResponse:
+    if name not in hub.failed:  # a model that failed to load is known, but not ready
+        hub.live(name)
+    return _readiness(ModelReady(name=name, ready=name not in hub.failed))
+
+
+@router.get(
+    "/models/{name}/versions/{version}/ready", response_model=ModelReady, responses=NOT_READY
+)
+async def version_ready(name: str, version: VersionParam, hub: HubDep) -> FastJSONResponse:
+    row = await hub.version_row(name, version)
+    return _readiness(ModelReady(name=name, ready=row.status == "ready"))
+
+
+@router.post("/models/{name}/infer", response_model_exclude_none=True)
+async def infer(
+    name: str, body: InferenceRequest, hub: HubDep, settings: SettingsDep
+) -> InferenceResponse:
+    return await _infer(hub, settings, name, body, version=None)
+
+
+@router.post("/models/{name}/versions/{version}/infer", response_model_exclude_none=True)
+async def infer_version(
+    name: str, version: VersionParam, body: InferenceRequest, hub: HubDep, settings: SettingsDep
+) -> InferenceResponse:
+    return await _infer(hub, settings, name, body, version=version)
+
+
+async def _infer(
+    hub: ModelHub, settings: Settings, name: str, body: InferenceRequest, *, version: int | None
+) -> InferenceResponse:
+    spec = hub.live(name).spec
+    names = inference.output_names(spec, body.outputs)
+    inputs = inference.input_matrix(
+        body, spec, max_rows=settings.max_batch_rows, max_abs=settings.max_input_abs
+    )
+    served, result = await hub.predict(name, inputs, version)
+    outputs = inference.output_tensors(spec, result, names)
+    return InferenceResponse(
+        model_name=name, model_version=str(served), id=body.id, outputs=outputs
+    )
+
+
+async def _metadata(hub: ModelHub, name: str) -> ModelMetadata:
+    spec = hub.live(name).spec
+    ready = [row.number for row in await hub.version_rows(name) if row.status == "ready"]
+    return inference.model_metadata(name, spec, ready)
+
+
+async def _database_answers(hub: ModelHub) -> bool:
+    try:
+        await to_thread.run_sync(hub.registry.ping)
+    except Exception:  # any driver error means "not ready"
+        return False
+    return True
+
+
+def _readiness(state: ServerReady | ModelReady) -> FastJSONResponse:
+    return FastJSONResponse(state.model_dump(), status_code=200 if state.ready else 503)

@@ -1,0 +1,184 @@
+"""The blocking client."""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, Literal, TypeVar, overload
+
+import httpx
+import numpy as np
+
+from service.client import calls, streaming
+from service.client.calls import Call
+from service.client.results import (
+    Event,
+    FitResult,
+    Model,
+    Prediction,
+    Queued,
+    StreamReport,
+    Version,
+    probabilities_of,
+)
+from service.client.retry import Outcome, RetryPolicy, Tally, wait_before_retry
+from service.client.streaming import Batch, next_id, record, with_last
+
+T = TypeVar("T")
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class GradualClient:
+    """A typed client for a Gradual service.
+
+    `http` is an `httpx.Client` to send through instead of building one (its own base URL
+    applies unless `base_url` is given; it is left open by `close`). `token` goes out as
+    `Authorization: Bearer`. Errors raise `GradualClientError`.
+
+    >>> with GradualClient("http://127.0.0.1:8000") as gradual:  # doctest: +SKIP
+    ...     gradual.create("iris", {"task": "classification", "inputs": 4, "outputs": 3})
+    ...     gradual.partial_fit("iris", X, y)
+    ...     labels = gradual.predict("iris", X)
+    """
+
+    def __init__(
+        self, base_url: str | None = None, *, token: str | None = None, timeout: float = 30.0,
+        retry: RetryPolicy | None = None, http: httpx.Client | None = None,
+    ) -> None:  # fmt: skip
+        self.token = token
+        self.retry = retry or RetryPolicy()
+        self._owned = http is None
+        self._http = http or httpx.Client(base_url=base_url or DEFAULT_URL, timeout=timeout)
+        self._prefix = (base_url or "").rstrip("/") if http is not None else ""
+
+    def __enter__(self) -> GradualClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:  # fmt: skip
+        self.close()
+
+    def close(self) -> None:
+        if self._owned:
+            self._http.close()
+
+    # -- models ---------------------------------------------------------------------------
+
+    def create(
+        self, name: str, spec: Mapping[str, Any], optimizer: Mapping[str, Any] | None = None,
+        training: Mapping[str, Any] | None = None, seed: int = 0,
+    ) -> Model:  # fmt: skip
+        return self._send(calls.create(name, spec, optimizer, training, seed))
+
+    def get(self, name: str) -> Model:
+        return self._send(calls.get(name))
+
+    def list(self) -> builtins.list[Model]:
+        return self._send(calls.list_models())
+
+    def delete(self, name: str) -> None:
+        self._send(calls.delete(name))
+
+    # -- learning and serving -------------------------------------------------------------
+
+    @overload
+    def partial_fit(
+        self, name: str, inputs: Any, targets: Any, batch_id: str | None = None,
+        wait: Literal[True] = True,
+    ) -> FitResult: ...  # fmt: skip
+    @overload
+    def partial_fit(
+        self, name: str, inputs: Any, targets: Any, batch_id: str | None = None, wait: bool = True
+    ) -> FitResult | Queued: ...
+    def partial_fit(
+        self, name: str, inputs: Any, targets: Any, batch_id: str | None = None, wait: bool = True
+    ) -> FitResult | Queued:
+        """Trains on one batch (lists, NumPy arrays or pandas objects). With `wait=False` the
+        service queues it and answers at once (`Queued`). A `batch_id` is applied at most
+        once: a resend answers `duplicate=True`."""
+        return self._send(calls.partial_fit(name, inputs, targets, batch_id=batch_id, wait=wait))
+
+    def prediction(self, name: str, inputs: Any, version: int | None = None) -> Prediction:
+        """The whole predict answer: version, predictions and probabilities."""
+        return self._send(calls.predict(name, inputs, version=version))
+
+    def predict(self, name: str, inputs: Any, version: int | None = None) -> np.ndarray:
+        """Class ids (classification, binary) or values (regression) of the served version
+        (or of `version`)."""
+        return np.asarray(self.prediction(name, inputs, version).predictions)
+
+    def predict_proba(self, name: str, inputs: Any, version: int | None = None) -> np.ndarray:
+        """Class probabilities, one row per input row; classifiers only."""
+        return probabilities_of(self.prediction(name, inputs, version))
+
+    def stream(
+        self, name: str, batches: Iterable[Batch], batch_ids: Iterable[str] | None = None, *,
+        id_prefix: str | None = None, wait_each: bool = False,
+    ) -> StreamReport:  # fmt: skip
+        """Sends `(X, y)` batches, each with an id (`batch_ids`, or `id_prefix-N`), retrying
+        429s and lost connections without ever applying a batch twice. Unless `wait_each`,
+        batches are queued (202) and only the last is waited for: when this returns, every
+        batch has been applied (a step the service refused is an event, not an exception)."""
+        report, tally = StreamReport(), Tally()
+        ids = streaming.batch_ids(batch_ids, id_prefix)
+        for (inputs, targets), last in with_last(batches):
+            batch_id = next_id(ids)
+            call = calls.partial_fit(
+                name, inputs, targets, batch_id=batch_id, wait=wait_each or last
+            )
+            record(report, batch_id, self._send(call, tally))
+        report.throttled, report.reconnects = tally.throttled, tally.reconnects
+        return report
+
+    # -- versions and history -------------------------------------------------------------
+
+    def versions(self, name: str) -> builtins.list[Version]:
+        return self._send(calls.versions(name))
+
+    def version(self, name: str, number: int) -> Version:
+        return self._send(calls.version(name, number))
+
+    def checkpoint(self, name: str) -> Version:
+        """Records the training head as a new version now."""
+        return self._send(calls.checkpoint(name))
+
+    def rollback(self, name: str, version: int) -> Version:
+        """Serves `version` and resets the training head to it."""
+        return self._send(calls.rollback(name, version))
+
+    def promote(self, name: str, version: int) -> Version:
+        """Serves `version`; the training head carries on."""
+        return self._send(calls.promote(name, version))
+
+    def events(self, name: str, since: int = 0) -> builtins.list[Event]:
+        return self._send(calls.events(name, since))
+
+    # -- transport ------------------------------------------------------------------------
+
+    def _send(self, call: Call[T], tally: Tally | None = None) -> T:
+        tally = tally or Tally()
+        attempt = 0
+        while True:
+            outcome = self._attempt(call)
+            wait = wait_before_retry(
+                outcome, attempt=attempt, idempotent=call.idempotent, policy=self.retry,
+                tally=tally,
+            )  # fmt: skip
+            if wait is None:
+                return call.settle(outcome)
+            time.sleep(wait)
+            attempt += 1
+
+    def _attempt(self, call: Call[Any]) -> Outcome:
+        try:
+            return self._http.request(
+                call.method, self._prefix + call.path, content=call.content,
+                params=dict(call.params), headers=call.headers(self.token),
+            )  # fmt: skip
+        except httpx.TransportError as exc:
+            return exc
+
