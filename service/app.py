@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from service.api import errors, health, models, progress, telemetry, training, versions
+from service.api import (
+    errors,
+    health,
+    models,
+    oip,
+    progress,
+    telemetry,
+    training,
+    versions,
+)
 from service.api.limits import RequestEdge
 from service.config import Settings
 from service.lifespan import lifespan_for
@@ -18,6 +27,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Online learning for PyTorch models: versioned, guarded, streamed.",
         lifespan=lifespan_for(settings),
+        # JSON without a Content-Type is read as JSON on every route, as predict does; other
+        # types are refused with a 415 at the edge (service.api.limits).
+        strict_content_type=False,
     )
     metrics = Metrics()
     app.state.metrics = metrics
@@ -28,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(training.router)
     app.include_router(progress.router)
     app.include_router(telemetry.router)
+    app.include_router(oip.router)
     app.add_middleware(RequestEdge, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app

@@ -38,7 +38,7 @@ def matrix_from(
 def targets_from(value: Any, *, spec: NetworkSpec, rows: int, max_abs: float) -> np.ndarray:
     """Targets per task: class ids, 0/1 labels, or numbers (one per output)."""
     field = "targets"
-    if not isinstance(value, list | np.ndarray) or np.ndim(value) == 0:
+    if not isinstance(value, list) and not (isinstance(value, np.ndarray) and value.ndim > 0):
         raise InvalidInput("targets must be a list", field=field)
     if len(value) != rows:
         raise InvalidInput(f"targets has {len(value)} entries for {rows} input rows", field=field)

@@ -35,6 +35,10 @@ class Open(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ProtocolError(BaseModel):
+    error: str
+
+
 class ServerMetadata(BaseModel):
     name: str
     version: str

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from copy import deepcopy
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi.testclient import TestClient
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
+
+from service.config import Settings
 
 
 def model_body(
@@ -160,3 +165,61 @@ def model_state(client: TestClient, name: str) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+def noisy_blobs(n: int, *, seed: int, noise: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
+    """`blobs` (three classes) with a seeded `noise` fraction of their labels redrawn."""
+    x, y = blobs(n, seed=seed)
+    return x, noisy(y, noise, 3, seed=seed)
+
+
+def overfitting_body(name: str, **training: Any) -> dict[str, Any]:
+    """A [64, 64] network that overfits 60 rows of `noisy_blobs(60, seed=1)` streamed whole:
+    three steps of 20 and exactly one round per call. Against 200 rows of
+    `noisy_blobs(200, seed=2)` its validation loss falls for about five rounds (to ~0.85),
+    then rises for good. Rollback is off unless asked for, so nothing cuts the rise short."""
+    defaults = {"batch_size": 20, "eval_every": 3, "patience": 50, "rollback_tolerance": None}
+    return model_body(
+        name, hidden=[64, 64], optimizer={"name": "adam", "lr": 0.005},
+        training=defaults | training,
+    )  # fmt: skip
+
+
+def numbered_batches(
+    count: int, *, rows: int = 8, features: int = 4, seed: int = 0, prefix: str = "b"
+) -> list[dict[str, Any]]:
+    """`count` batches of `rows` learnable rows (`blobs`), batch ids `{prefix}0`, `{prefix}1`…"""
+    x, y = blobs(count * rows, features=features, seed=seed)
+    return [
+        batch(x[i * rows : (i + 1) * rows], y[i * rows : (i + 1) * rows])
+        | {"batch_id": f"{prefix}{i}"}
+        for i in range(count)
+    ]
+
+
+def ndjson(lines: list[dict[str, Any] | str]) -> bytes:
+    """An NDJSON body: objects as JSON, strings as they are (for lines meant to be malformed)."""
+    return b"".join(
+        (line if isinstance(line, str) else json.dumps(line)).encode() + b"\n" for line in lines
+    )
+
+
+def stream_fit(
+    client: TestClient, name: str, lines: list[dict[str, Any] | str], *, on_error: str = "skip"
+) -> list[dict[str, Any]]:
+    """Streams `lines` to partial-fit as NDJSON; the answer's lines, parsed, summary last."""
+    response = client.post(
+        f"/v1/models/{name}/partial-fit", params={"on_error": on_error}, content=ndjson(lines),
+        headers={"content-type": "application/x-ndjson"},
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    return [json.loads(line) for line in response.text.splitlines()]
+
+
+def crash_image(settings: Settings, target: Path) -> Settings:
+    """A copy of `settings`' data directory, taken as a crash would leave it (no shutdown ran:
+    call it while the app is idle), and the settings of an app that starts on the copy."""
+    shutil.copytree(settings.data_dir, target)
+    return settings.model_copy(
+        update={"data_dir": target, "database_url": f"sqlite:///{target / 'gradual.db'}"}
+    )

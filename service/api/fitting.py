@@ -77,7 +77,10 @@ class StreamTally:
     duplicates: int = 0
     skipped: int = 0
     errors: int = 0
-    pending: deque[tuple[int, str | None, asyncio.Future[Trained]]] = field(default_factory=deque)
+    # In line order; a duplicate waits here as an already-finished future holding None.
+    pending: deque[tuple[int, str | None, asyncio.Future[Trained | None]]] = field(
+        default_factory=deque
+    )
 
 
 async def ndjson_fit(
@@ -126,11 +129,13 @@ async def _take_line(
         yield _error_line(tally, number, exc)
         guard.aborted = guard.stop_on_error
         return
-    if future is None:
-        tally.duplicates += 1
-        yield _line({"line": number, "batch_id": batch.batch_id, "duplicate": True})
+    waiting: asyncio.Future[Trained | None]
+    if future is None:  # answered in line order, after the batches before it
+        waiting = asyncio.get_running_loop().create_future()
+        waiting.set_result(None)
     else:
-        tally.pending.append((number, batch.batch_id, future))
+        waiting = asyncio.ensure_future(future)
+    tally.pending.append((number, batch.batch_id, waiting))
 
 
 def _summary(tally: StreamTally, live: LiveModel) -> dict[str, Any]:
@@ -159,7 +164,7 @@ async def _drain(tally: StreamTally, *, keep: int) -> AsyncIterator[bytes]:
 
 
 def _settle(
-    tally: StreamTally, number: int, batch_id: str | None, future: asyncio.Future[Trained]
+    tally: StreamTally, number: int, batch_id: str | None, future: asyncio.Future[Trained | None]
 ) -> bytes:
     exc = future.exception()
     if isinstance(exc, BatchSkipped):
@@ -170,6 +175,9 @@ def _settle(
             raise exc
         return _error_line(tally, number, exc)
     done = future.result()
+    if done is None:
+        tally.duplicates += 1
+        return _line({"line": number, "batch_id": batch_id, "duplicate": True})
     tally.batches += 1
     tally.trained += done.report.trained
     return _line(

@@ -17,6 +17,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import inference
 from service.api.deps import HubDep, SettingsDep
@@ -30,6 +31,7 @@ from service.inference import (
     InferenceResponse,
     ModelMetadata,
     ModelReady,
+    ProtocolError,
     ServerLive,
     ServerMetadata,
     ServerReady,
@@ -37,6 +39,11 @@ from service.inference import (
 
 log = logging.getLogger("gradual.api")
 
+BINARY_HEADER = "inference-header-content-length"
+BINARY_REFUSED = (
+    "binary tensor data is not supported (the server lists no binary_tensor_data extension); "
+    "send data as JSON (tritonclient: set_data_from_numpy(..., binary_data=False))"
+)
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 VersionParam = Annotated[int, Path(ge=1, description="The model version, as a number.")]
 
@@ -48,6 +55,8 @@ class ProtocolRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
+            if BINARY_HEADER in request.headers:
+                return protocol_error(400, BINARY_REFUSED)
             try:
                 return await handler(request)
             except GradualError as exc:
@@ -56,6 +65,8 @@ class ProtocolRoute(APIRoute):
             except RequestValidationError as exc:
                 problem = validation_problem(exc)
                 return protocol_error(400, problem[0] if problem else "the body is not JSON")
+            except StarletteHTTPException as exc:
+                return protocol_error(exc.status_code, str(exc.detail))
             except Exception as exc:  # the protocol's shape for the unexpected too
                 log.exception("unhandled error", exc_info=exc)
                 return protocol_error(500, "internal error; see the service log")
@@ -67,14 +78,15 @@ def protocol_error(status: int, message: str) -> FastJSONResponse:
     return FastJSONResponse({"error": message}, status_code=status)
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"description": '`{"error": message}`'} for status in (400, 404)
-}
-NOT_READY: dict[int | str, dict[str, Any]] = {503: {"description": "Not ready."}}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ProtocolError} for code in (400, 404)}
+NOT_READY: dict[int | str, dict[str, Any]] = {503: {"description": "Not ready (the same body)."}}
 
+# Triton's Python client sends JSON without a Content-Type; infer is read-only, so reading
+# such a body as JSON (as the native API does) opens no cross-site write.
 router = APIRouter(
-    prefix="/v2", tags=["open inference protocol"], route_class=ProtocolRoute, responses=ERRORS
-)
+    prefix="/v2", tags=["open inference protocol"], route_class=ProtocolRoute, responses=ERRORS,
+    strict_content_type=False,
+)  # fmt: skip
 
 
 @router.get("")

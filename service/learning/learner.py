@@ -113,7 +113,7 @@ class OnlineLearner:
         if self.control.state == "stopped":
             self._accept(x, y, held_out=None)
             self._watch_while_stopped(x.shape[0])
-            return LearnReport(0, 0, None, prequential, "stopped")
+            return LearnReport(0, 0, None, prequential, self.control.state)  # drift may resume
         mask = holdout_mask(self.seed, x_rows, y_rows, self.training.holdout)
         train = torch.from_numpy(~mask).to(x.device)
         steps, trained, loss = 0, 0, None
