@@ -130,8 +130,9 @@ def test_drift_after_an_early_stop_resumes_training_and_accuracy_recovers(
     [drift] = events(client, "digits", "drift")
     assert drift["data"]["score"] > 1.1 * drift["data"]["at_stop"]
     assert events(client, "digits", "resume")[0]["data"]["reason"] == "drift"
-    assert answers[0]["state"] == "stopped"
-    assert all(a["state"] == "training" for a in answers[1:4])
+    assert answers[0]["trained"] == 0  # it went to the buffer and set off the drift check
+    assert answers[0]["state"] == "training"  # the state after that check: resumed
+    assert all(a["state"] == "training" and a["trained"] > 0 for a in answers[1:4])
     recovered = predicted(client, "digits", X_TEST.tolist())
     assert accuracy(np.argmax(recovered, axis=1).tolist(), (Y_TEST + 1) % 10) > 0.85
 
