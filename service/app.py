@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from service.api import (
+    dashboard,
     errors,
     health,
     models,
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(progress.router)
     app.include_router(telemetry.router)
     app.include_router(oip.router)
+    app.include_router(dashboard.router)
     app.add_middleware(RequestEdge, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app

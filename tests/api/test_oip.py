@@ -7,7 +7,6 @@ protocol's `{"error": message}`, while /v1 keeps `{code, message, field}`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,20 +14,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api import oip
-from service.app import create_app
-from service.config import Settings
 from tests.factories import batch, blobs, checkpoint, fit, model_body, rows
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    """The app with /v2 mounted (by `create_app` once it includes the router, else here)."""
-    app = create_app(settings)
-    if not any(getattr(route, "path", None) == "/v2/health/live" for route in app.routes):
-        app.include_router(oip.router)
-    with TestClient(app) as client:
-        yield client
 
 
 @pytest.fixture
