@@ -1,12 +1,19 @@
-"""The `gradual` command line: serve the API, run migrations."""
+"""The `gradual` command line: serve the API, run migrations, and drive a running service."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Annotated
 
 import typer
 import uvicorn
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
+from service import datafiles
+from service.client import GradualClient
 from service.config import Settings
 from service.db import migrate as migrations
 
@@ -42,3 +49,146 @@ def migrate() -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrations.upgrade(settings.resolved_database_url)
     typer.echo(f"database at head: {settings.resolved_database_url.split('@')[-1]}")
+
+
+# -- talking to a running service ---------------------------------------------------------
+
+Url = Annotated[str, typer.Option(envvar="GRADUAL_URL", help="The service's base URL.")]
+Token = Annotated[str | None, typer.Option(envvar="GRADUAL_TOKEN", help="Bearer token.")]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _client(url: str, token: str | None) -> GradualClient:
+    return GradualClient(url, token=token)
+
+
+@app.command()
+def models(url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """List the models."""
+    table = Table("name", "task", "state", "step", "samples", "served", "head", "best")
+    with _client(url, token) as client:
+        for m in client.list():
+            best = f"{m.best_metric:.4f}" if m.best_metric is not None else "-"
+            table.add_row(
+                m.name, m.task, m.state, str(m.step), str(m.samples_seen),
+                f"v{m.served_version}", f"v{m.head_version}", best,
+            )  # fmt: skip
+    Console().print(table)
+
+
+@app.command()
+def create(
+    name: str,
+    task: Annotated[str, typer.Option(help="classification | binary | regression")],
+    inputs: Annotated[int, typer.Option(help="Features per row.")],
+    outputs: Annotated[int, typer.Option(help="Classes, 1 for binary, or targets.")],
+    hidden: Annotated[str, typer.Option(help="Neurons per hidden layer, e.g. 64,64.")] = "64",
+    activation: str = "relu",
+    dropout: float = 0.0,
+    optimizer: str = "adam",
+    lr: float = 0.001,
+    batch_size: int = 64,
+    seed: int = 0,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+) -> None:
+    """Create a model from spec options."""
+    layers = [int(width) for width in hidden.split(",") if width.strip()]
+    spec = {
+        "task": task, "inputs": inputs, "outputs": outputs, "hidden": layers,
+        "activation": activation, "dropout": dropout,
+    }  # fmt: skip
+    with _client(url, token) as client:
+        model = client.create(
+            name, spec, optimizer={"name": optimizer, "lr": lr},
+            training={"batch_size": batch_size}, seed=seed,
+        )  # fmt: skip
+    typer.echo(f"created {model.name}: v{model.served_version} on {model.device}")
+
+
+@app.command()
+def fit(
+    name: str,
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    target: Annotated[str, typer.Option(help="The target column (CSV, Parquet).")] = "target",
+    batch_size: int = 256,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+) -> None:
+    """Stream a CSV, NDJSON or Parquet file into a model, with a progress bar.
+
+    Batch ids are the file's name and offset, so running it again never trains twice."""
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    )
+    sent = 0
+    with _client(url, token) as client, progress:
+        task = progress.add_task(f"fitting {name}", total=None)
+        for index, (x, y) in enumerate(datafiles.batches(file, size=batch_size, target=target)):
+            if y is None:
+                raise typer.BadParameter(f"{file.name} has no target column {target!r}")
+            client.partial_fit(name, x, y, batch_id=f"{file.name}:{index}")
+            sent += len(x)
+            progress.update(task, completed=sent, description=f"fitting {name}")
+        model = client.get(name)
+    typer.echo(
+        f"{sent} rows sent; step {model.step}, {model.state}, serving v{model.served_version}"
+    )
+
+
+@app.command()
+def predict(
+    name: str,
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    version: int | None = None,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+) -> None:
+    """Predict every row of a CSV, NDJSON or Parquet file (no target column); one per line."""
+    with _client(url, token) as client:
+        for x, _ in datafiles.batches(file, size=1024, target=None):
+            for label in client.predict(name, x, version=version).tolist():
+                typer.echo(label)
+
+
+@app.command()
+def versions(name: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """A model's versions."""
+    table = Table("version", "step", "samples", "metrics", "reason", "status", "served")
+    with _client(url, token) as client:
+        for v in client.versions(name):
+            metrics = ", ".join(f"{k} {val:.4g}" for k, val in v.metrics.items())
+            table.add_row(
+                str(v.version), str(v.step), str(v.samples_seen), metrics, v.reason, v.status,
+                "●" if v.served else "",
+            )  # fmt: skip
+    Console().print(table)
+
+
+@app.command()
+def rollback(name: str, version: int, url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """Serve a version and reset the training head to it."""
+    with _client(url, token) as client:
+        client.rollback(name, version)
+    typer.echo(f"{name}: serving v{version}; the head restarts from it")
+
+
+@app.command()
+def promote(name: str, version: int, url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """Serve a version; the training head carries on."""
+    with _client(url, token) as client:
+        client.promote(name, version)
+    typer.echo(f"{name}: serving v{version}")
+
+
+@app.command()
+def demo(
+    url: Annotated[
+        str | None, typer.Option(help="Use this service instead of starting one.")
+    ] = None,
+    output: Path = Path("gradual-demo.png"),
+) -> None:
+    """A guided tour: early stopping on digits, then a rollback on corrupted labels."""
+    from service import demo as tour
+
+    tour.run(url, output, Console())
