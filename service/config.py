@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     max_grad_norm: float = Field(
         default=1e6, gt=0, description="A step whose gradient norm exceeds this is refused."
     )
+    predict_max_batch: int = Field(
+        default=64, ge=1, description="Rows one coalesced predict forward pass may carry."
+    )
+    predict_max_wait_ms: float = Field(
+        default=2.0, ge=0, description="How long a predict may wait for company while busy."
+    )
     queue_batches: int = Field(
         default=64, ge=1, description="Pending batches per model before partial-fit answers 429."
     )

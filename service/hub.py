@@ -33,12 +33,13 @@ from service.learning.snapshot import describe, restore_into
 from service.learning.trainer import Limits
 from service.live import FitOutcome, LiveModel, StreamGuard, Trained
 from service.metrics import Metrics
+from service.microbatch import MicroBatcher
 from service.notify import Notifier
 from service.pipeline import Pipeline
 from service.recorder import ModelRecorder
 from service.registry import NewModel, NewVersion, Registry
 from service.schemas import CreateModel
-from service.served import Predictions, ServedModel, to_device
+from service.served import Predictions, ServedModel, decode_outputs, to_device
 from service.version_cache import VersionCache
 from service.wal import ModelLog, Record
 from service.weights import Checkpoint, WeightStore
@@ -64,6 +65,10 @@ class ModelHub:
             read=self._read, load=self._load_version,
         )  # fmt: skip
         self.notifier = Notifier(asyncio.get_running_loop())
+        self.batcher = MicroBatcher(
+            max_batch=settings.predict_max_batch, max_wait_s=settings.predict_max_wait_ms / 1000,
+            on_batch=lambda _key, rows, _requests: self.metrics.predict_rows.observe(rows),
+        )  # fmt: skip
         self.failed: dict[str, str] = {}
         self._models: dict[str, LiveModel] = {}
         self._creating: set[str] = set()
@@ -127,6 +132,7 @@ class ModelHub:
 
     async def close(self) -> None:
         """Graceful stop: finish the queued work, snapshot, close the logs."""
+        await self.batcher.close()
         for live in self.all():
             await live.pipeline.close()
             if live.seq != live.snapshot_seq:
@@ -200,9 +206,8 @@ class ModelHub:
         served = live.learner.served  # one read: a concurrent swap cannot split this request
         if version is not None and version != served.version:
             served = await to_thread.run_sync(self._load_version, live.row, version)
-        tensor = to_device(inputs, self.device)
-        self.metrics.predict_rows.observe(inputs.shape[0])
-        return served.version, await to_thread.run_sync(served.predict, tensor)
+        outputs = await self.batcher.submit(live.id, served, to_device(inputs, self.device))
+        return served.version, decode_outputs(served.spec, outputs)
 
     def _load_version(self, row: ModelRow, number: int) -> ServedModel:
         def load() -> ServedModel:

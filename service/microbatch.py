@@ -6,11 +6,10 @@ gets its own slice of the outputs. Lanes never mix, so two versions never share 
 
 When a batch leaves depends on `adaptive`:
 
-- adaptive (the default): a request that finds its lane idle leaves at once (with whatever
-  arrived in the same turn of the event loop), so a lone client never waits for company.
-  While a forward runs, requests gather; when it ends they leave together. A second forward
-  may start meanwhile (up to `max_concurrent`) once a batch is full or its oldest request has
-  waited `max_wait_s`.
+- adaptive (the default): a request that finds its lane idle runs its forward pass at once,
+  in its own task, so a lone client never waits for company. While a forward runs, requests
+  gather; when it ends they leave together. A second forward may start meanwhile (up to
+  `max_concurrent`) once a batch is full or its oldest request has waited `max_wait_s`.
 - fixed window: the first request of a batch waits `max_wait_s` for company, or until the
   batch is full.
 """
@@ -115,6 +114,11 @@ class MicroBatcher:
         future: asyncio.Future[torch.Tensor] = loop.create_future()
         lane.pending.append(_Request(rows, future, loop.time()))
         lane.pending_rows += rows.shape[0]
+        if self.adaptive and lane.running == 0 and len(lane.pending) == 1:
+            # Alone on an idle lane: run the forward pass in this request's own task (no
+            # extra task, no extra turn of the loop); others arriving meanwhile gather.
+            await self._forward(lane, self._started(lane, self._take(lane)))
+            return future.result()
         if not lane.kicked:  # let requests of this same loop turn join before deciding
             lane.kicked = True
             loop.call_soon(self._kick, lane)
@@ -183,14 +187,18 @@ class MicroBatcher:
     def _start(self, lane: _Lane, batch: list[_Request]) -> None:
         if not batch:
             return
+        task = asyncio.create_task(self._forward(lane, self._started(lane, batch)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _started(self, lane: _Lane, batch: list[_Request]) -> list[_Request]:
+        """Counts a forward pass as running (and in the stats) from the moment it is due."""
         lane.running += 1
         rows = sum(request.rows.shape[0] for request in batch)
         self.stats.record(rows, len(batch))
         if self.on_batch is not None:
             self.on_batch(lane.key, rows, len(batch))
-        task = asyncio.create_task(self._forward(lane, batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        return batch
 
     # -- the forward pass -----------------------------------------------------------------
 
