@@ -124,8 +124,6 @@ class Executor:
             x, y = self._tensors(record)
             report = learner.learn(x, y, record.arrays["inputs"], record.arrays["targets"])
         except Exception:
-            if batch_id is not None:
-                ledger.release(batch_id)
             if guard is not None and guard.stop_on_error:
                 guard.aborted = True
             raise

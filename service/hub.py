@@ -231,21 +231,28 @@ class ModelHub:
         batch_id: str | None = None, wait: bool = True,
     ) -> FitOutcome:  # fmt: skip
         """Logs and queues a batch (429 when the queue is full); unless `wait` is off, awaits it."""
+        live = self.live(name)
+        resent = batch_id is not None and batch_id in live.inflight
         future = await self.submit_fit(name, inputs, targets, batch_id=batch_id, wait=wait)
         if future is None:
             return FitOutcome(None, duplicate=True)
         if not wait:
-            return FitOutcome(None, queued=self.live(name).pipeline.depth)
-        return FitOutcome(await future)
+            return FitOutcome(None, duplicate=resent, queued=live.pipeline.depth)
+        return FitOutcome(await future, duplicate=resent)
 
     async def submit_fit(
         self, name: str, inputs: np.ndarray, targets: np.ndarray, *, batch_id: str | None,
         wait: bool = True, guard: StreamGuard | None = None,
     ) -> asyncio.Future[Trained] | None:  # fmt: skip
-        """The batch's future once it is durable, or None for a batch id seen already."""
+        """The batch's future once it is durable, or None for a batch id applied already.
+
+        A resend of a batch still queued gets the pending attempt's future: its answer is that
+        attempt's outcome (a refusal included), never an early "duplicate"."""
         live = self.live(name)
         arrays = {"inputs": inputs, "targets": targets}
         async with live.ingest:
+            if batch_id is not None and (pending := live.inflight.get(batch_id)) is not None:
+                return pending
             if batch_id is not None and live.ledger.seen(batch_id):
                 return None
             live.pipeline.ensure_room()
@@ -255,7 +262,8 @@ class ModelHub:
             run = partial(self.executor.run, live, record, guard=guard, wait=wait)
             future: asyncio.Future[Trained] = live.pipeline.submit(run, batch=True)
             if batch_id is not None:
-                live.ledger.reserve(batch_id)
+                live.inflight[batch_id] = future
+                future.add_done_callback(lambda _: live.inflight.pop(batch_id, None))
         if not wait:
             future.add_done_callback(_consume)
         return future

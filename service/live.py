@@ -27,6 +27,7 @@ class LiveModel:
     seq: int  # the last record assigned (logged, or counted when there is no log)
     snapshot_seq: int
     ingest: asyncio.Lock = field(default_factory=asyncio.Lock)
+    inflight: dict[str, asyncio.Future[Trained]] = field(default_factory=dict)  # by batch id
 
     @property
     def id(self) -> int:
@@ -53,7 +54,8 @@ class Trained:
 
 @dataclass(frozen=True)
 class FitOutcome:
-    """A trained batch, or a duplicate's acknowledgement, or a queued position."""
+    """A trained batch, or a duplicate's acknowledgement, or a queued position. A resend of a
+    batch still queued is a duplicate carrying the first attempt's outcome."""
 
     trained: Trained | None
     duplicate: bool = False

@@ -32,7 +32,8 @@ def fit_view(live: LiveModel, outcome: FitOutcome, batch_id: str | None) -> FitR
         )  # fmt: skip
     done, report = outcome.trained, outcome.trained.report
     return FitResponse(
-        model=live.name, batch_id=batch_id, step=done.step, samples_seen=done.samples_seen,
+        model=live.name, batch_id=batch_id, duplicate=outcome.duplicate, step=done.step,
+        samples_seen=done.samples_seen,
         trained=report.trained, train_loss=report.train_loss, version=done.version,
         state=report.state, prequential=report.prequential,
     )  # fmt: skip

@@ -25,7 +25,7 @@ from service.client.results import (
 )
 from service.client.retry import Outcome, RetryPolicy, Tally, wait_before_retry
 from service.client.streaming import Batch, next_id, record, with_last_async
-from service.client.sync import DEFAULT_URL
+from service.client.sync import DEFAULT_URL, default_tls
 
 T = TypeVar("T")
 
@@ -44,7 +44,9 @@ class AsyncGradualClient:
         self.token = token
         self.retry = retry or RetryPolicy()
         self._owned = http is None
-        self._http = http or httpx.AsyncClient(base_url=base_url or DEFAULT_URL, timeout=timeout)
+        self._http = http or httpx.AsyncClient(
+            base_url=base_url or DEFAULT_URL, timeout=timeout, verify=default_tls()
+        )
         self._prefix = (base_url or "").rstrip("/") if http is not None else ""
 
     async def __aenter__(self) -> AsyncGradualClient:
@@ -91,7 +93,8 @@ class AsyncGradualClient:
     async def partial_fit(
         self, name: str, inputs: Any, targets: Any, batch_id: str | None = None, wait: bool = True
     ) -> FitResult | Queued:
-        return await self._send(calls.partial_fit(name, inputs, targets, batch_id=batch_id, wait=wait))
+        call = calls.partial_fit(name, inputs, targets, batch_id=batch_id, wait=wait)
+        return await self._send(call)
 
     async def prediction(self, name: str, inputs: Any, version: int | None = None) -> Prediction:
         return await self._send(calls.predict(name, inputs, version=version))

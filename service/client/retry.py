@@ -55,12 +55,12 @@ def wait_before_retry(
         if outcome.status_code not in RETRY_STATUSES:
             return None
         tally.throttled += 1
-        told = retry_after_seconds(str(outcome.headers.get("retry-after", "")))
+        told = retry_after_seconds(outcome.headers.get("retry-after"))
         return min(policy.backoff if told is None else told, policy.max_wait)
     if not (idempotent or isinstance(outcome, NOTHING_SENT)):
         return None
     tally.reconnects += 1
-    return min(policy.backoff * 2**attempt, policy.max_wait)
+    return min(policy.backoff * 2.0**attempt, policy.max_wait)
 
 
 def retry_after_seconds(header: str | None) -> float | None:

@@ -1,10 +1,10 @@
 """Which batch ids a model has applied, so a retried batch is acknowledged, not trained twice.
 
-An id is *reserved* while its batch waits in the queue, *applied* once its step succeeded,
-and *recorded* in the database with the next version checkpoint, whose weights contain its
-effect. After a crash the head restarts from that checkpoint, so ids applied after it are
-forgotten together with their effect, and a client's retry trains them again: exactly once
-relative to what survived. Memory holds the newest `capacity` ids.
+An id is *applied* once its step succeeded (while its batch is still queued, the hub answers a
+resend with that attempt's outcome instead). Applied ids are recorded in the database with the
+next version checkpoint, whose weights hold their effect, and the ones not yet recorded travel
+in every recovery snapshot; after a crash, replaying the log re-applies the rest. Memory holds
+the newest `capacity` ids.
 """
 
 from __future__ import annotations
@@ -19,21 +19,13 @@ class BatchLedger:
     ) -> None:
         self.capacity = capacity
         self._known: OrderedDict[str, None] = OrderedDict((batch_id, None) for batch_id in recorded)
-        self._reserved: set[str] = set()
         self._unrecorded: list[str] = list(unrecorded)
         self._known.update((batch_id, None) for batch_id in self._unrecorded)
 
     def seen(self, batch_id: str) -> bool:
-        return batch_id in self._known or batch_id in self._reserved
-
-    def reserve(self, batch_id: str) -> None:
-        self._reserved.add(batch_id)
-
-    def release(self, batch_id: str) -> None:
-        self._reserved.discard(batch_id)
+        return batch_id in self._known
 
     def applied(self, batch_id: str) -> None:
-        self._reserved.discard(batch_id)
         self._known[batch_id] = None
         self._unrecorded.append(batch_id)
         while len(self._known) > self.capacity:
