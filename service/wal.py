@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import struct
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,11 +53,13 @@ def decode(payload: bytes) -> Record:
 
 
 class ModelLog:
-    """One model's log. Appends are serialized by the caller (the model's ingest lock)."""
+    """One model's log. Appends come from request threads, truncation from the model's worker:
+    one lock makes each an atomic step, so truncation never removes a record being added."""
 
     def __init__(self, directory: Path, *, fsync: bool = True) -> None:
         self.directory = directory
         self.fsync = fsync
+        self._lock = threading.Lock()
         directory.mkdir(parents=True, exist_ok=True)
         self.last_seq = 0
         for record in self.read(after=0):
@@ -64,6 +67,10 @@ class ModelLog:
         self._segment = self._open_tail()
 
     def append(self, kind: str, args: dict[str, Any], arrays: dict[str, np.ndarray]) -> Record:
+        with self._lock:
+            return self._append(kind, args, arrays)
+
+    def _append(self, kind: str, args: dict[str, Any], arrays: dict[str, np.ndarray]) -> Record:
         record = Record(self.last_seq + 1, kind, args, arrays)
         if self._segment.tell() > SEGMENT_BYTES:
             self._roll(record.seq)
@@ -83,7 +90,11 @@ class ModelLog:
                     yield record
 
     def truncate_through(self, seq: int) -> None:
-        """Deletes segments whose records are all at or below `seq` (a checkpoint holds them)."""
+        """Deletes segments whose records are all at or below `seq` (a snapshot holds them)."""
+        with self._lock:
+            self._truncate_through(seq)
+
+    def _truncate_through(self, seq: int) -> None:
         segments = self._segments()
         for path, following in itertools.pairwise(segments):
             if int(following.stem) - 1 <= seq:
@@ -94,7 +105,8 @@ class ModelLog:
             tail.unlink(missing_ok=True)
 
     def close(self) -> None:
-        self._segment.close()
+        with self._lock:
+            self._segment.close()
 
     @staticmethod
     def remove(directory: Path) -> None:

@@ -30,6 +30,8 @@ class BatchLedger:
         self._unrecorded.append(batch_id)
         while len(self._known) > self.capacity:
             self._known.popitem(last=False)
+        if len(self._unrecorded) > self.capacity:  # a model that never checkpoints
+            del self._unrecorded[: len(self._unrecorded) - self.capacity]
 
     def unrecorded(self) -> list[str]:
         """The ids applied since the last checkpoint, for the next one to record."""
