@@ -33,14 +33,6 @@ LOSSES_BY_TASK: dict[str, set[str]] = {
 }
 
 
-class SpecError(ValueError):
-    """A spec that passed field validation but cannot be built (kept for callers' error trees)."""
-
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
 class StrictModel(BaseModel):
     """Rejects unknown keys and non-finite floats, the two ways a JSON body most often lies."""
 

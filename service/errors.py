@@ -87,7 +87,3 @@ class QueueFull(GradualError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-
-class NotReady(GradualError):
-    code = "not_ready"

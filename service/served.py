@@ -42,9 +42,6 @@ class ServedModel:
             outputs: torch.Tensor = self.network(inputs)
         return outputs
 
-    def predict(self, inputs: torch.Tensor) -> Predictions:
-        return decode_outputs(self.spec, self.outputs(inputs))
-
 
 def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     """Host rows → device; on a GPU through pinned memory with an asynchronous copy."""

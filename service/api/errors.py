@@ -23,7 +23,6 @@ STATUS: dict[type[errors.GradualError], int] = {
     errors.UnsupportedMediaType: 415,
     errors.InvalidInput: 422,
     errors.QueueFull: 429,
-    errors.NotReady: 503,
 }
 
 
