@@ -11,12 +11,13 @@ from service.hub import ModelHub
 from service.schemas import NAME_PATTERN
 
 
-def get_hub(request: Request) -> ModelHub:
+# async: a plain `def` dependency costs a thread-pool hop on every request.
+async def get_hub(request: Request) -> ModelHub:
     hub: ModelHub = request.app.state.hub
     return hub
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

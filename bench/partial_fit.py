@@ -1,0 +1,139 @@
+"""HTTP partial-fit throughput at batch 256, one sequential client ÷ the raw PyTorch loop.
+
+    python -m bench.partial_fit [--runs 5] [--seconds 3] [--smoke]
+    python -m bench.partial_fit --server-env GRADUAL_DURABILITY=checkpoint
+
+Rows: JSON and `.npy` bodies on a model with holdout 0 and no rounds (the service's cost
+around the step itself), and JSON on the service's defaults (holdout 0.1, a round every 20
+steps, the normalizer on) but for an unbounded patience, so that it never stops training;
+all with batch_size 256 so that one request is one optimizer step, as in the raw loop. The
+server runs with its own settings (durability `wal` by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from bench import reference
+from bench.common import (
+    SMALL,
+    Options,
+    Rate,
+    Row,
+    cpu_ratio,
+    fit_bodies,
+    median,
+    model_body,
+    npy_fit_bodies,
+    options,
+    report,
+)
+from bench.servers import Server, gradual
+from bench.wire import JSON, NPY, Connection
+
+BATCH = 256
+TRAINING_ONLY = {"batch_size": BATCH, "holdout": 0.0, "eval_every": 1_000_000_000}
+DEFAULTS = {"batch_size": BATCH, "patience": 1_000_000}  # never stops: it trains throughout
+
+
+@dataclass(frozen=True)
+class Case:
+    label: str
+    model: str
+    content_type: str
+    bodies: list[bytes]
+    target: str
+
+
+def cases(count: int) -> list[Case]:
+    json_bodies, npy_bodies = fit_bodies(count, BATCH), npy_fit_bodies(count, BATCH)
+    return [
+        Case("JSON, holdout 0, no rounds", "train", JSON, json_bodies, "≥ 0.70"),
+        Case(".npy, holdout 0, no rounds", "train", NPY, npy_bodies, "≥ 0.90"),
+        Case("JSON, defaults (patience ∞)", "defaults", JSON, json_bodies, "-"),
+    ]
+
+
+async def http_rate(server: Server, case: Case, seconds: float) -> Rate:
+    """Samples per second (and per server CPU-second) of one client posting back to back."""
+    connection = await Connection.open(server.port)
+    path, bodies = f"/v1/models/{case.model}/partial-fit", case.bodies
+    try:
+        for body in bodies[:3]:  # warm-up
+            (await connection.request("POST", path, body, case.content_type)).ok()
+        sent, start, cpu = 0, time.perf_counter(), server.cpu_seconds()
+        while (elapsed := time.perf_counter() - start) < seconds:
+            body = bodies[sent % len(bodies)]
+            (await connection.request("POST", path, body, case.content_type)).ok()
+            sent += 1
+        used = max(server.cpu_seconds() - cpu, 1e-9)
+        return Rate(sent * BATCH / elapsed, sent * BATCH / used)
+    finally:
+        await connection.close()
+
+
+async def still_training(port: int) -> None:
+    """A stopped model answers without training: its figures would flatter the service."""
+    connection = await Connection.open(port)
+    try:
+        for name in ("train", "defaults"):
+            state = (await connection.get(f"/v1/models/{name}"))["state"]
+            if state != "training":
+                raise RuntimeError(f"model {name} is {state}: the figures would be wrong")
+    finally:
+        await connection.close()
+
+
+async def create(port: int) -> None:
+    connection = await Connection.open(port)
+    try:
+        await connection.post("/v1/models", model_body("train", SMALL, training=TRAINING_ONLY))
+        body = model_body("defaults", SMALL, normalize=True, training=DEFAULTS)
+        await connection.post("/v1/models", body)
+    finally:
+        await connection.close()
+
+
+def measure(opts: Options) -> list[Row]:
+    measured = cases(8 if opts.smoke else 32)
+    raw: list[Rate] = []
+    http: dict[str, list[Rate]] = {case.label: [] for case in measured}
+    with gradual(opts, meanwhile=lambda: reference.warm_up(training=True)) as server:
+        asyncio.run(create(server.port))
+        for _ in range(opts.runs):  # interleaved, so drift hits both sides alike
+            raw.append(reference.train_rate(SMALL, batch=BATCH, seconds=opts.seconds))
+            for case in measured:
+                http[case.label].append(asyncio.run(http_rate(server, case, opts.seconds)))
+        asyncio.run(still_training(server.port))
+    return [_row(case, http[case.label], raw) for case in measured]
+
+
+def _row(case: Case, http: list[Rate], raw: list[Rate]) -> Row:
+    return Row(
+        f"partial-fit b{BATCH} {case.label} / raw loop",
+        f"{median([r.wall for r in http]):,.0f} samples/s",
+        f"raw loop {median([r.wall for r in raw]):,.0f} samples/s",
+        median([h.wall / r.wall for h, r in zip(http, raw, strict=True)]),
+        case.target,
+        cpu=cpu_ratio(http, raw),
+    )
+
+
+def main() -> None:
+    opts = options(__doc__ or "")
+    reference.one_thread()
+    rows = measure(opts)
+    report(
+        "HTTP partial-fit vs the raw PyTorch loop (MLP 54→256→256→7, Adam, 1 torch thread)",
+        rows,
+        [
+            f"median of {opts.runs} interleaved run(s) of {opts.seconds:g} s each; per CPU-s: "
+            "the same ratio in samples per CPU-second (server process, all threads)"
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()

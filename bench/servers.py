@@ -1,0 +1,152 @@
+"""Server processes for the benchmarks: Gradual itself and the bench's own stand-ins, each on
+a free loopback port, logging to a file (never a pipe that could fill), and sent SIGTERM when
+the benchmark process dies."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import Options
+
+PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    """A server process on loopback; its output goes to a log file, never to a pipe."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+    ready_path: str
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server process (VmRSS), in bytes."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS line")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far, all threads."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.port}{self.ready_path}"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError(f"{self.name} not ready after {timeout} s")
+
+
+@contextmanager
+def server(
+    name: str, command: Sequence[str], env: dict[str, str], ready: str, port: int,
+    meanwhile: Callable[[], object] | None = None, wait: bool = True,
+) -> Iterator[Server]:  # fmt: skip
+    """Starts the process, runs `meanwhile` (warm-ups) while it boots, and unless `wait` is
+    off (the caller waits later, so that several servers boot at once) waits until ready."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+        log = Path(tmp) / "server.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )  # fmt: skip
+        running = Server(name, port, process, log, ready)
+        try:
+            if meanwhile is not None:
+                meanwhile()
+            if wait:
+                running.wait_ready()
+            yield running
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the benchmark dies, so a killed run leaves no server."""
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # Linux; libc is loaded already
+
+
+def _gradual_command(port: int) -> list[str]:
+    script = Path(sys.executable).with_name("gradual")
+    if script.exists():
+        return [str(script), "serve", "--port", str(port)]
+    found = shutil.which("gradual")
+    if found:
+        return [found, "serve", "--port", str(port)]
+    return [sys.executable, "-m", "service", "serve", "--port", str(port)]
+
+
+@contextmanager
+def gradual(
+    opts: Options, *, env: dict[str, str] | None = None,
+    meanwhile: Callable[[], object] | None = None,
+) -> Iterator[Server]:  # fmt: skip
+    """`gradual serve` with its data in a fresh temporary directory and one torch thread."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-gradual-data-") as data:
+        settings = {"GRADUAL_DATA_DIR": data, "GRADUAL_TORCH_THREADS": "1", "GRADUAL_DEVICE": "cpu"}
+        if opts.log_level:
+            settings["GRADUAL_LOG_LEVEL"] = opts.log_level
+        settings |= opts.server_env | (env or {})
+        command = _gradual_command(port)
+        with server("gradual", command, settings, "/readyz", port, meanwhile) as running:
+            yield running
+
+
+@contextmanager
+def module_server(
+    name: str, module: str, args: Sequence[str] = (), *, wait: bool = True
+) -> Iterator[Server]:
+    """`python -m <module> --port P <args>`: one of the bench's own servers."""
+    port = free_port()
+    command = [sys.executable, "-m", module, "--port", str(port), *args]
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    with server(name, command, env, "/readyz", port, wait=wait) as running:
+        yield running
+
+
+def naive(hidden: Sequence[int], *, wait: bool = True) -> AbstractContextManager[Server]:
+    """The naive FastAPI endpoint of bench/naive_server.py, in its own process."""
+    shape = ",".join(map(str, hidden))
+    return module_server("naive", "bench.naive_server", ["--hidden", shape], wait=wait)
