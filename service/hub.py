@@ -234,10 +234,10 @@ class ModelHub:
         live = self.live(name)
         resent = batch_id is not None and batch_id in live.inflight
         future = await self.submit_fit(name, inputs, targets, batch_id=batch_id, wait=wait)
-        if future is None:
+        if future is None or (resent and not wait):  # already applied, or durable and queued
             return FitOutcome(None, duplicate=True)
         if not wait:
-            return FitOutcome(None, duplicate=resent, queued=live.pipeline.depth)
+            return FitOutcome(None, queued=live.pipeline.depth)
         return FitOutcome(await future, duplicate=resent)
 
     async def submit_fit(
