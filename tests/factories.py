@@ -47,6 +47,11 @@ def rows(n: int, features: int = 4, *, seed: int = 0) -> list[list[float]]:
     return np.random.default_rng(seed).normal(size=(n, features)).round(4).tolist()
 
 
+def labelled(n: int, *, seed: int) -> dict[str, Any]:
+    """A partial-fit body of `n` seeded rows and labels (4 features, 3 classes)."""
+    return {"inputs": rows(n, seed=seed), "targets": labels(n, seed=seed)}
+
+
 def labels(n: int, classes: int = 3, *, seed: int = 0) -> list[int]:
     return np.random.default_rng(seed).integers(0, classes, size=n).tolist()
 

@@ -18,7 +18,7 @@ from service.weights import Checkpoint
 
 
 @dataclass(frozen=True)
-class Pointers:
+class VersionPointers:
     served: int
     head: int
     best: int
@@ -47,7 +47,7 @@ class Restored:
     seq: int
     control: Control
     training: TrainingConfig
-    pointers: Pointers
+    pointers: VersionPointers
     unrecorded_ids: list[str]
 
 
@@ -57,7 +57,7 @@ def describe(snapshot: Checkpoint) -> Restored:
         seq=int(meta["seq"]),
         control=Control.from_dict(meta["control"]),
         training=TrainingConfig.model_validate(meta["training"]),
-        pointers=Pointers(**meta["pointers"]),
+        pointers=VersionPointers(**meta["pointers"]),
         unrecorded_ids=list(meta["unrecorded_ids"]),
     )
 

@@ -12,7 +12,7 @@ from tests.factories import (
     checkpoint,
     fit,
     head_outputs,
-    labels,
+    labelled,
     model_body,
     predicted,
     rollback,
@@ -22,9 +22,9 @@ from tests.factories import (
 pytestmark = pytest.mark.parametrize("database", ["sqlite", "postgres"], indirect=True)
 
 PROBE = rows(12, seed=99)
-FIRST = {"inputs": rows(48, seed=1), "targets": labels(48, seed=1)}
-SECOND = {"inputs": rows(48, seed=2), "targets": labels(48, seed=2)}
-THIRD = {"inputs": rows(48, seed=3), "targets": labels(48, seed=3)}
+FIRST = labelled(48, seed=1)
+SECOND = labelled(48, seed=2)
+THIRD = labelled(48, seed=3)
 Start = Callable[..., TestClient]
 
 

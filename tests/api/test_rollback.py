@@ -9,7 +9,7 @@ from tests.factories import (
     checkpoint,
     fit,
     head_outputs,
-    labels,
+    labelled,
     model_body,
     predicted,
     rollback,
@@ -18,8 +18,8 @@ from tests.factories import (
 
 BOTH = pytest.mark.parametrize("database", ["sqlite", "postgres"], indirect=True)
 PROBE = rows(12, seed=99)
-FIRST = {"inputs": rows(48, seed=1), "targets": labels(48, seed=1)}
-SECOND = {"inputs": rows(48, seed=2), "targets": labels(48, seed=2)}
+FIRST = labelled(48, seed=1)
+SECOND = labelled(48, seed=2)
 
 
 @pytest.fixture
