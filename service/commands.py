@@ -22,6 +22,7 @@ from service.errors import BatchSkipped, GradualError
 from service.learning.config import TrainingConfig
 from service.learning.snapshot import capture
 from service.live import LiveModel, StreamGuard, Trained
+from service.registry import Registry
 from service.served import ServedModel, to_device
 from service.wal import Record
 from service.weights import Checkpoint, WeightStore
@@ -36,10 +37,12 @@ STOP, RESUME, TRAINING, CHECKPOINT, ROLLBACK, PROMOTE = (
 
 class Executor:
     def __init__(
-        self, *, store: WeightStore, device: torch.device, snapshot_every: int,
-        read: Callable[[ModelRow, int], Checkpoint], load: Callable[[ModelRow, int], ServedModel],
+        self, *, store: WeightStore, registry: Registry, device: torch.device,
+        snapshot_every: int, read: Callable[[ModelRow, int], Checkpoint],
+        load: Callable[[ModelRow, int], ServedModel],
     ) -> None:  # fmt: skip
         self.store = store
+        self.registry = registry
         self.device = device
         self.snapshot_every = snapshot_every
         self.read = read
@@ -59,6 +62,8 @@ class Executor:
                 recorder.event("batch_failed", None, _failure(exc, record.args.get("batch_id")))
             raise
         finally:
+            if record.source is not None:
+                live.applied_through = record.source
             if (
                 recorder.transitions != before
                 or record.seq - live.snapshot_seq >= self.snapshot_every
@@ -68,11 +73,32 @@ class Executor:
     def snapshot(self, live: LiveModel, seq: int) -> None:
         """Writes the learner's whole state as of record `seq`; the log before it can go."""
         state = capture(live.learner, seq=seq, unrecorded_ids=live.ledger.unrecorded())
-        self.store.write_snapshot(live.id, seq, state)
+        if live.fence is not None:
+            self._commit_fenced(live, seq, state)
+        else:
+            self.store.write_snapshot(live.id, seq, state)
         crashpoints.hit("after_snapshot")
         live.snapshot_seq = seq
         if live.log is not None:
             live.log.truncate_through(seq)
+
+    def _commit_fenced(self, live: LiveModel, seq: int, state: Checkpoint) -> None:
+        """Scale-out: the snapshot and the stream position it includes commit together, and
+        only while this replica's generation is the model's; then older snapshots go."""
+        assert live.fence is not None
+        file = self.store.write_fenced_snapshot(live.id, seq, live.fence, state)
+        try:
+            self.registry.commit_snapshot(
+                live.id, file=file, seq=seq, applied_through=live.applied_through,
+                fence=live.fence,
+            )  # fmt: skip
+        except Exception:
+            self.store.remove(file.path)
+            raise
+        crashpoints.hit("after_db_commit_before_xack")
+        live.committed_through = live.applied_through
+        self.store.prune_snapshots(live.id, keep={file.path, *live.kept_snapshots[-1:]})
+        live.kept_snapshots = [file.path]
 
     def _dispatch(self, live: LiveModel, record: Record, guard: StreamGuard | None) -> Any:
         if record.kind == FIT:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -65,6 +67,35 @@ class Settings(BaseSettings):
         default=None, ge=1, description="torch intra-op threads; default: torch's own choice."
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Scale-out: with Redis, replicas share PostgreSQL, Redis and the data dir's weights.
+    redis_url: str | None = Field(
+        default=None, description="redis://...: batches go through Redis Streams; replicas share."
+    )
+    redis_prefix: str = Field(
+        default="gradual", pattern=r"^[A-Za-z0-9_.-]{1,32}$",
+        description="Prefix of every Redis key and channel (several deployments, one Redis).",
+    )  # fmt: skip
+    replica_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="This replica's consumer name; default: host name and process id.",
+    )
+    lease_ttl_s: float = Field(
+        default=5.0, gt=0.1, description="A model's owner lease; another replica takes over after."
+    )
+    sync_every_s: float = Field(
+        default=2.0, gt=0, description="How often a replica re-reads served versions from the DB."
+    )
+    max_deliveries: int = Field(
+        default=5, ge=1, description="Stream deliveries of one entry before it is dead-lettered."
+    )
+    stream_backlog: int = Field(
+        default=10_000, ge=1, description="Unread stream entries per model before 429."
+    )
+    stream_wait_s: float = Field(
+        default=30.0, gt=0, description="How long a waiting request awaits its entry's outcome."
+    )
 
     @field_validator("device")
     @classmethod

@@ -87,3 +87,20 @@ class QueueFull(GradualError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Unavailable(GradualError):
+    """The service cannot take this now (a dependency is down, ownership is moving): retry."""
+
+    code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Fenced(Unavailable):
+    """This replica's ownership of a model lapsed: another replica's generation is newer, so
+    nothing it computed since may be committed."""
+
+    code = "not_owner"

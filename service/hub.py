@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from functools import partial
 from typing import Any
 
@@ -40,6 +40,8 @@ from service.recorder import ModelRecorder
 from service.registry import NewModel, NewVersion, Registry
 from service.schemas import CreateModel
 from service.served import Predictions, ServedModel, decode_outputs, to_device
+from service.streaming.cluster import Cluster, OutcomeLate
+from service.streaming.entries import Entry
 from service.version_cache import VersionCache
 from service.wal import ModelLog, Record
 from service.weights import Checkpoint, WeightStore
@@ -61,7 +63,8 @@ class ModelHub:
         self.limits = Limits(settings.max_weight_abs, settings.max_grad_norm, autocast)
         self.versions = VersionCache(capacity=8)
         self.executor = Executor(
-            store=store, device=self.device, snapshot_every=settings.snapshot_every,
+            store=store, registry=registry, device=self.device,
+            snapshot_every=settings.snapshot_every,
             read=self._read, load=self._load_version,
         )  # fmt: skip
         self.notifier = Notifier(asyncio.get_running_loop())
@@ -70,6 +73,7 @@ class ModelHub:
             on_batch=lambda _key, rows, _requests: self.metrics.predict_rows.observe(rows),
         )  # fmt: skip
         self.failed: dict[str, str] = {}
+        self.cluster: Cluster | None = None  # set when Redis coordinates several replicas
         self._models: dict[str, LiveModel] = {}
         self._creating: set[str] = set()
 
@@ -84,6 +88,9 @@ class ModelHub:
     def all(self) -> list[LiveModel]:
         return sorted(self._models.values(), key=lambda model: model.name)
 
+    def has(self, name: str) -> bool:
+        return name in self._models
+
     # -- start and stop -------------------------------------------------------------------
 
     async def load_all(self) -> None:
@@ -96,10 +103,7 @@ class ModelHub:
                 log.error("model %s not loaded: %s", row.name, exc)
 
     def _restore(self, row: ModelRow) -> LiveModel:
-        found = self.store.latest_snapshot(row.id)
-        if found is None:
-            raise VersionUnavailable(f"model {row.name} has no recovery snapshot")
-        seq, snapshot = found
+        seq, snapshot = self._snapshot_of(row)
         info = describe(snapshot)
         head = self._new_head(row)
         best_state = head.state_from(self._read(row, info.pointers.best))
@@ -112,8 +116,18 @@ class ModelHub:
         )  # fmt: skip
         restore_into(learner, snapshot)
         live = self._live(row, learner, seq)
+        live.applied_through = live.committed_through = row.applied_through
         self._replay(live)
         return live
+
+    def _snapshot_of(self, row: ModelRow) -> tuple[int, Checkpoint]:
+        """The committed snapshot (scale-out), else the newest readable local one."""
+        if row.snapshot_path is not None and row.snapshot_sha256 is not None:
+            return row.snapshot_seq or 0, self.store.read(row.snapshot_path, row.snapshot_sha256)
+        found = self.store.latest_snapshot(row.id)
+        if found is None:
+            raise VersionUnavailable(f"model {row.name} has no recovery snapshot")
+        return found
 
     def _replay(self, live: LiveModel) -> None:
         """Re-applies every logged record after the snapshot, exactly as it ran the first time."""
@@ -152,6 +166,8 @@ class ModelHub:
         finally:
             self._creating.discard(request.name)
         self._models[live.name] = live
+        if self.cluster is not None:
+            await self.cluster.announce(live.name)
         return live
 
     def _create(self, request: CreateModel) -> LiveModel:
@@ -196,6 +212,8 @@ class ModelHub:
         await live.pipeline.run(delete)
         self._models.pop(name, None)
         self.versions.forget(live.id)
+        if self.cluster is not None:
+            await self.cluster.forget(name)
 
     # -- serving --------------------------------------------------------------------------
 
@@ -237,8 +255,16 @@ class ModelHub:
         if future is None or (resent and not wait):  # already applied, or durable and queued
             return FitOutcome(None, duplicate=True)
         if not wait:
-            return FitOutcome(None, queued=live.pipeline.depth)
-        return FitOutcome(await future, duplicate=resent)
+            return FitOutcome(None, queued=await self._depth(live))
+        try:
+            return FitOutcome(await future, duplicate=resent)
+        except OutcomeLate:  # durable in the stream: it will apply
+            return FitOutcome(None, queued=await self._depth(live))
+
+    async def _depth(self, live: LiveModel) -> int:
+        if self.cluster is not None:
+            return await self.cluster.backlog(live.name)
+        return live.pipeline.depth
 
     async def submit_fit(
         self, name: str, inputs: np.ndarray, targets: np.ndarray, *, batch_id: str | None,
@@ -250,6 +276,11 @@ class ModelHub:
         attempt's outcome (a refusal included), never an early "duplicate"."""
         live = self.live(name)
         arrays = {"inputs": inputs, "targets": targets}
+        if self.cluster is not None:
+            remote = await self.cluster.submit(live, Entry("fit", {}, arrays, batch_id))
+            if remote is not None and not wait:
+                remote.add_done_callback(_consume)
+            return remote
         async with live.ingest:
             if batch_id is not None and (pending := live.inflight.get(batch_id)) is not None:
                 return pending
@@ -316,6 +347,9 @@ class ModelHub:
     ) -> Any:  # fmt: skip
         """Logs a command, then runs it as the model's only writer, in order with its batches."""
         live = self.live(name)
+        if self.cluster is not None:
+            future = await self.cluster.submit(live, Entry(kind, args or {}, arrays or {}))
+            return None if future is None else await future
         async with live.ingest:
             record = await to_thread.run_sync(self._append, live, kind, args or {}, arrays or {})
             future = live.pipeline.submit(partial(self.executor.run, live, record), batch=False)
@@ -330,6 +364,37 @@ class ModelHub:
             record = Record(live.seq + 1, kind, args, arrays)
         live.seq = record.seq
         return record
+
+    # -- scale-out ------------------------------------------------------------------------
+
+    async def take_over(self, name: str, fence: int) -> LiveModel:
+        """Becomes the model's owner: its committed state, fresh from the database."""
+        live = await to_thread.run_sync(self._restore, self.registry.model(name))
+        live.fence = live.learner.recorder.fence = fence
+        self._models[name] = live
+        return live
+
+    async def step_down(self, name: str) -> None:
+        """Drops what an owner computed but could not commit: back to the committed state."""
+        rows = {row.name: row for row in await to_thread.run_sync(self.registry.models)}
+        await self.refresh(list(rows.values()), owned=set(), force={name})
+
+    async def refresh(
+        self, rows: Sequence[ModelRow], *, owned: set[str], force: Collection[str] = (),
+    ) -> None:  # fmt: skip
+        """Keeps the models this replica does not own in step with the database."""
+        for row in rows:
+            live = self._models.get(row.name)
+            if row.name in owned or row.name in self._creating:
+                continue
+            if live is None or row.name in force or _moved(live, row):
+                try:
+                    self._models[row.name] = await to_thread.run_sync(self._restore, row)
+                except (VersionUnavailable, OSError) as exc:
+                    log.warning("model %s not refreshed: %s", row.name, exc)
+        names = {row.name for row in rows} | owned | self._creating
+        for gone in set(self._models) - names:
+            self.versions.forget(self._models.pop(gone).id)
 
     # -- history --------------------------------------------------------------------------
 
@@ -375,7 +440,7 @@ class ModelHub:
 
     def _live(self, row: ModelRow, learner: OnlineLearner, seq: int) -> LiveModel:
         wal = None
-        if self.settings.durability == "wal":
+        if self.settings.durability == "wal" and self.settings.redis_url is None:
             wal = ModelLog(self.settings.wal_dir / f"m{row.id}")
         pipeline = Pipeline(self.settings.queue_batches, self.settings.retry_after_s)
         ledger = learner.recorder.ledger
@@ -388,6 +453,13 @@ class ModelHub:
             seq=max(seq, wal.last_seq if wal else 0),
             snapshot_seq=seq,
         )
+
+
+def _moved(live: LiveModel, row: ModelRow) -> bool:
+    """Whether the owner committed a newer state (or served version) than this copy holds."""
+    if row.snapshot_seq is not None and row.snapshot_seq != live.snapshot_seq:
+        return True
+    return row.served_version != live.learner.served.version
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import torch
 from anyio import to_thread
 from fastapi import FastAPI
+from redis.asyncio import Redis
 
 from service import crashpoints
 from service.config import Settings
@@ -17,6 +18,7 @@ from service.db.engine import make_engine, make_sessionmaker
 from service.hub import ModelHub
 from service.metrics import Metrics
 from service.registry import Registry
+from service.streaming.cluster import Cluster
 from service.weights import WeightStore
 
 log = logging.getLogger("gradual")
@@ -40,12 +42,23 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
         app.state.hub = hub
         app.state.loaded = False
         await hub.load_all()
+        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        if redis is not None:
+            hub.cluster = Cluster(hub, redis, settings)
+            await hub.cluster.start()
+        app.state.redis = redis
         app.state.loaded = True
         log.info("gradual ready: %d models on %s", len(hub.all()), hub.device)
         try:
             yield
         finally:
+            if hub.cluster is not None:
+                await hub.cluster.stop_consuming()
             await hub.close()  # finish queued steps before the engine goes
+            if hub.cluster is not None:
+                await hub.cluster.release()  # after the final snapshots: ack, hand leases back
+            if redis is not None:
+                await redis.aclose()
             engine.dispose()
 
     return lifespan

@@ -28,6 +28,12 @@ class LiveModel:
     snapshot_seq: int
     ingest: asyncio.Lock = field(default_factory=asyncio.Lock)
     inflight: dict[str, asyncio.Future[Trained]] = field(default_factory=dict)  # by batch id
+    # Scale-out (Redis): the owner's fencing token (None on a follower or in one process), the
+    # last stream entry applied, and the last one a committed snapshot includes.
+    fence: int | None = None
+    applied_through: str | None = None
+    committed_through: str | None = None
+    kept_snapshots: list[str] = field(default_factory=list)
 
     @property
     def id(self) -> int:

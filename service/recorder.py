@@ -36,6 +36,7 @@ class ModelRecorder:
         self.seq: int | None = None  # the log record being applied
         self.replay_through = 0  # records up to here may have committed writes before a crash
         self.transitions = 0  # durable changes so far: the hub snapshots after a job makes one
+        self.fence: int | None = None  # scale-out: the owner's generation, checked by each write
 
     def checkpoint(
         self, head: TrainingHead, *, reason: str, metrics: dict[str, Any], parent: int | None,
@@ -61,7 +62,11 @@ class ModelRecorder:
         )  # fmt: skip
         try:
             row = self.registry.add_version(
-                self.model_id, new, pointers=pointers, event_data={"step": head.step, **metrics}
+                self.model_id,
+                new,
+                pointers=pointers,
+                event_data={"step": head.step, **metrics},
+                fence=self.fence,
             )
         except Exception:
             self.store.remove(file.path)  # its row never committed: the file would be an orphan
@@ -85,7 +90,7 @@ class ModelRecorder:
             return
         self.registry.move_pointers(
             self.model_id, kind=kind, version=version, pointers=replace(pointers, seq=self.seq),
-            data={"step": pointers.control.get("step"), **data},
+            data={"step": pointers.control.get("step"), **data}, fence=self.fence,
         )  # fmt: skip
         self._written(kind)
 
@@ -93,13 +98,15 @@ class ModelRecorder:
         if kind == "round":
             self.last_round = data
         if not self._already(kind):
-            self.registry.add_event(self.model_id, kind, version, data, seq=self.seq)
+            self.registry.add_event(
+                self.model_id, kind, version, data, seq=self.seq, fence=self.fence
+            )
             self._written(kind)
 
     def update_training(self, training: dict[str, Any]) -> None:
         self.transitions += 1
         if not self._already("training_updated"):
-            self.registry.update_training(self.model_id, training, seq=self.seq)
+            self.registry.update_training(self.model_id, training, seq=self.seq, fence=self.fence)
 
     def _written(self, kind: str) -> None:
         self.counts[kind] += 1

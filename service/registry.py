@@ -10,13 +10,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.tables import AppliedBatchRow, EventRow, ModelRow, VersionRow
-from service.errors import ModelExists, ModelNotFound, VersionNotFound
+from service.errors import Fenced, ModelExists, ModelNotFound, VersionNotFound
 from service.weights import StoredFile
+
+Fence = int | None  # an owner's generation; None: one process, nothing to compare
 
 MAX_VERSION_RETRIES = 5
 
@@ -111,20 +113,22 @@ class Registry:
                 session.delete(row)
 
     def add_version(
-        self, model_id: int, new: NewVersion, *, pointers: Pointers, event_data: dict[str, Any]
-    ) -> VersionRow:
+        self, model_id: int, new: NewVersion, *, pointers: Pointers, event_data: dict[str, Any],
+        fence: Fence = None,
+    ) -> VersionRow:  # fmt: skip
         """Allocates the next number (a unique constraint plus retry keeps replicas apart)."""
         for attempt in range(MAX_VERSION_RETRIES):
             try:
-                return self._insert_version(model_id, new, pointers, event_data)
+                return self._insert_version(model_id, new, pointers, event_data, fence)
             except IntegrityError:
                 if attempt == MAX_VERSION_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")
 
     def _insert_version(
-        self, model_id: int, new: NewVersion, pointers: Pointers, event_data: dict[str, Any]
-    ) -> VersionRow:
+        self, model_id: int, new: NewVersion, pointers: Pointers, event_data: dict[str, Any],
+        fence: Fence,
+    ) -> VersionRow:  # fmt: skip
         with self._sessions.begin() as session:
             latest = session.scalar(
                 select(func.max(VersionRow.number)).where(VersionRow.model_id == model_id)
@@ -132,7 +136,7 @@ class Registry:
             number = (latest or 0) + 1
             version = _version_row(model_id, number, new)
             session.add(version)
-            model = _locked_model(session, model_id)
+            model = _locked_model(session, model_id, fence)
             model.head_version = number
             if pointers.best:
                 model.best_version = number
@@ -195,11 +199,11 @@ class Registry:
 
     def move_pointers(
         self, model_id: int, *, kind: str, version: int | None, pointers: Pointers,
-        data: dict[str, Any],
+        data: dict[str, Any], fence: Fence = None,
     ) -> None:  # fmt: skip
         """Moves served/head/best pointers and the control state, with an event saying why."""
         with self._sessions.begin() as session:
-            model = _locked_model(session, model_id)
+            model = _locked_model(session, model_id, fence)
             if pointers.serve and version is not None:
                 model.served_version = version
             if pointers.head is not None:
@@ -213,9 +217,11 @@ class Registry:
 
     def add_event(
         self, model_id: int, kind: str, version: int | None, data: dict[str, Any],
-        *, seq: int | None = None,
+        *, seq: int | None = None, fence: Fence = None,
     ) -> None:  # fmt: skip
         with self._sessions.begin() as session:
+            if fence is not None:
+                _locked_model(session, model_id, fence)
             _event(session, model_id, kind, version, data, seq=seq)
 
     def event_recorded(self, model_id: int, *, seq: int, kind: str) -> bool:
@@ -238,13 +244,38 @@ class Registry:
             )
 
     def update_training(
-        self, model_id: int, training: dict[str, Any], *, seq: int | None = None
-    ) -> None:
+        self, model_id: int, training: dict[str, Any], *, seq: int | None = None,
+        fence: Fence = None,
+    ) -> None:  # fmt: skip
         with self._sessions.begin() as session:
-            model = _locked_model(session, model_id)
+            model = _locked_model(session, model_id, fence)
             model.training = training
             data = {"training": training}
             _event(session, model_id, "training_updated", None, data, seq=seq)
+
+    def claim(self, model_id: int, fence: int) -> bool:
+        """Makes `fence` the model's generation unless a newer owner already has: from now on
+        every write of an older owner matches no row and fails."""
+        with self._sessions.begin() as session:
+            result = session.execute(
+                update(ModelRow)
+                .where(ModelRow.id == model_id, ModelRow.generation < fence)
+                .values(generation=fence)
+            )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def commit_snapshot(
+        self, model_id: int, *, file: StoredFile, seq: int, applied_through: str | None,
+        fence: Fence,
+    ) -> None:  # fmt: skip
+        """Points the model at a recovery snapshot and the stream position it includes, in one
+        transaction that an owner whose lease lapsed cannot commit."""
+        with self._sessions.begin() as session:
+            model = _locked_model(session, model_id, fence)
+            model.snapshot_path = file.path
+            model.snapshot_sha256 = file.sha256
+            model.snapshot_seq = seq
+            model.applied_through = applied_through
 
     def events(
         self, model_id: int, *, since: int = 0, kinds: Sequence[str] | None = None,
@@ -257,11 +288,12 @@ class Registry:
             return session.scalars(query.order_by(EventRow.id).limit(limit)).all()
 
 
-def _locked_model(session: Session, model_id: int) -> ModelRow:
+def _locked_model(session: Session, model_id: int, fence: Fence = None) -> ModelRow:
     model = session.get(ModelRow, model_id, with_for_update=True)
     if model is None:
         raise ModelNotFound(str(model_id))
-    model.generation += 1
+    if fence is not None and model.generation != fence:
+        raise Fenced(f"model {model.name}: generation {model.generation} is not ours ({fence})")
     return model
 
 

@@ -38,6 +38,7 @@ class Record:
     kind: str  # "fit", "validation", or a command: "stop", "resume", "training", ...
     args: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    source: str | None = None  # scale-out: the Redis stream entry this record came from
 
 
 def encode(record: Record) -> bytes:

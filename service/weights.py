@@ -72,16 +72,35 @@ class WeightStore:
     def write_snapshot(self, model_id: int, seq: int, checkpoint: Checkpoint) -> None:
         """A recovery snapshot: the learner's whole state after log record `seq`."""
         _write_atomically(self._snapshots(model_id) / f"{seq:020d}.safetensors", encode(checkpoint))
-        for older in sorted(self._snapshots(model_id).glob("*.safetensors"))[:-2]:
+        local = [p for p in self._snapshots(model_id).glob("*.safetensors") if p.stem.isdigit()]
+        for older in sorted(local)[:-2]:
             older.unlink(missing_ok=True)  # keep the newest two: one may be mid-write at a crash
 
     def latest_snapshot(self, model_id: int) -> tuple[int, Checkpoint] | None:
         for path in sorted(self._snapshots(model_id).glob("*.safetensors"), reverse=True):
+            if not path.stem.isdigit():
+                continue  # scale-out snapshots: the database names the committed one
             try:
                 return int(path.stem), decode(path.read_bytes())
             except (ValueError, KeyError, VersionUnavailable):
                 continue  # a torn file from a crash: fall back to the one before
         return None
+
+    def write_fenced_snapshot(
+        self, model_id: int, seq: int, fence: int, checkpoint: Checkpoint
+    ) -> StoredFile:
+        """Scale-out: a snapshot named by its owner's fence, so an owner whose lease lapsed never
+        overwrites its successor's; the database says which one is committed."""
+        data = encode(checkpoint)
+        relative = f"m{model_id}/snapshots/{seq:020d}-f{fence}.safetensors"
+        self._snapshots(model_id)
+        _write_atomically(self.root / relative, data)
+        return StoredFile(relative, hashlib.sha256(data).hexdigest(), len(data))
+
+    def prune_snapshots(self, model_id: int, *, keep: set[str]) -> None:
+        for path in self._snapshots(model_id).glob("*-f*.safetensors"):
+            if path.relative_to(self.root).as_posix() not in keep:
+                path.unlink(missing_ok=True)
 
     def _snapshots(self, model_id: int) -> Path:
         path = self.root / f"m{model_id}" / "snapshots"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from service.app import create_app
@@ -50,6 +51,30 @@ def postgres_url() -> Iterator[str]:
         separator = "&" if "?" in POSTGRES_URL else "?"
         yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
         admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The Redis server's URL; the test's keys go under its own `redis_prefix` (see below)."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        unavailable("Redis", str(exc))
+    yield REDIS_URL
+    client.close()
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of the test's own; its keys are deleted afterwards."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    stale = list(client.scan_iter(f"{prefix}:*"))
+    if stale:
+        client.delete(*stale)
+    client.close()
 
 
 @pytest.fixture(params=["sqlite"])

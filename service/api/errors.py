@@ -23,6 +23,7 @@ STATUS: dict[type[errors.GradualError], int] = {
     errors.UnsupportedMediaType: 415,
     errors.InvalidInput: 422,
     errors.QueueFull: 429,
+    errors.Unavailable: 503,
 }
 
 
@@ -40,7 +41,7 @@ def error_response(status: int, code: str, message: str, field: str | None) -> F
 async def _domain_error(_request: Request, exc: Exception) -> FastJSONResponse:
     assert isinstance(exc, errors.GradualError)
     response = error_response(status_for(exc), exc.code, exc.message, exc.field)
-    if isinstance(exc, errors.QueueFull):
+    if isinstance(exc, errors.QueueFull | errors.Unavailable):
         response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     return response
 

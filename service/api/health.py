@@ -1,4 +1,4 @@
-"""/healthz (the process is up) and /readyz (the database answers and models are loaded)."""
+"""/healthz (the process is up) and /readyz (database and Redis answer, models are loaded)."""
 
 from __future__ import annotations
 
@@ -28,4 +28,12 @@ async def readyz(request: Request, hub: HubDep) -> FastJSONResponse:
     if not request.app.state.loaded:
         return FastJSONResponse({"status": "loading", "detail": detail}, status_code=503)
     detail["database"] = "ok"
+    if hub.cluster is not None:
+        try:
+            await hub.cluster.redis.ping()
+        except Exception as exc:  # batches cannot be made durable without Redis
+            detail["redis"] = f"unreachable: {type(exc).__name__}"
+            return FastJSONResponse({"status": "unavailable", "detail": detail}, status_code=503)
+        detail["redis"] = "ok"
+        detail["owned"] = sorted(hub.cluster.owned)
     return FastJSONResponse({"status": "ready", "detail": detail})

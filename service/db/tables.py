@@ -61,7 +61,14 @@ class ModelRow(Base):
     best_version: Mapped[int | None]
     # The learning controller's plain-data state (stopper, counters), written on transitions.
     control: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Scale-out: the ownership epoch (the owner's lease fencing token); every write of an
+    # owner compares it, so a replica whose lease lapsed commits nothing.
     generation: Mapped[int] = mapped_column(default=0)
+    # Scale-out: the committed recovery snapshot and the last stream entry its state includes.
+    snapshot_path: Mapped[str | None] = mapped_column(String(255))
+    snapshot_sha256: Mapped[str | None] = mapped_column(String(64))
+    snapshot_seq: Mapped[int | None] = mapped_column(BigInteger)
+    applied_through: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -1,0 +1,302 @@
+"""One replica's part in a Redis-coordinated cluster.
+
+Every replica: adds requests' changes to the models' streams and waits for their outcomes;
+keeps each model it does not own in step with the database (its served version, from the
+shared weight store); and takes the lease of any model nobody owns. The owner of a model
+claims the stream's pending entries, applies them in stream order (skipping those its restored
+snapshot already includes), and acknowledges entries only once a committed snapshot holds them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from anyio import to_thread
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+
+from service import commands
+from service.config import Settings
+from service.errors import Fenced, GradualError, QueueFull, Unavailable
+from service.live import LiveModel
+from service.streaming import entries, keys
+from service.streaming.entries import Entry
+from service.streaming.keys import Keys
+from service.streaming.lease import Leases
+from service.streaming.outcomes import Outcomes, message
+from service.streaming.streams import Streams
+from service.wal import Record
+
+if TYPE_CHECKING:
+    from service.hub import ModelHub
+
+log = logging.getLogger("gradual.cluster")
+
+READ_COUNT = 64
+REPLAYING = 2**62  # while catching up, every write may have committed before: look first
+
+
+class OutcomeLate(Unavailable):
+    """The entry is durable in the stream and will apply; its outcome did not arrive in time."""
+
+    code = "outcome_late"
+
+
+@dataclass
+class Owned:
+    fence: int
+    live: LiveModel
+    task: asyncio.Task[None] | None = None
+    unacked: list[str] = field(default_factory=list)
+
+
+class Cluster:
+    def __init__(self, hub: ModelHub, redis: Redis, settings: Settings) -> None:
+        self.hub = hub
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.redis_prefix)
+        self.streams = Streams(redis, self.keys, consumer=settings.replica_id)
+        self.leases = Leases(
+            redis, self.keys, holder=settings.replica_id, ttl_s=settings.lease_ttl_s
+        )
+        self.outcomes = Outcomes()
+        self.owned: dict[str, Owned] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._pubsub: PubSub = redis.pubsub()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- start and stop -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._pubsub.subscribe(self.keys.outcomes, self.keys.changes)
+        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._steer())]
+
+    async def stop_consuming(self) -> None:
+        """First half of a graceful stop: no new entries; the hub then finishes and snapshots."""
+        self._stopping = True  # a flag, not only cancel(): 3.11's timeouts can swallow a cancel
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        for owned in self.owned.values():
+            if owned.task is not None:
+                owned.task.cancel()
+        pending = [*self._tasks, *(o.task for o in self.owned.values() if o.task is not None)]
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # ends a lost-cancel listener
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def release(self) -> None:
+        """Second half: acknowledge what the final snapshots hold, and hand the leases back."""
+        for name, owned in list(self.owned.items()):
+            with contextlib.suppress(RedisError):
+                await self._ack(name, owned)
+                await self.leases.release(name, owned.fence)
+        self.owned.clear()
+
+    # -- producing ------------------------------------------------------------------------
+
+    async def submit(self, live: LiveModel, entry: Entry) -> asyncio.Future[Any] | None:
+        """Adds the entry to the model's stream; returns the future of its outcome, or None for
+        a batch id seen before. Once this returns, the entry is durable in Redis."""
+        if entry.kind == "fit":
+            if entry.batch_id is not None and live.ledger.seen(entry.batch_id):
+                return None
+            if await self.streams.backlog(live.name) >= self.settings.stream_backlog:
+                raise QueueFull(
+                    f"the model's stream holds over {self.settings.stream_backlog} unread "
+                    "batches; retry later", retry_after=self.settings.retry_after_s,
+                )  # fmt: skip
+        entry_id, fresh = await self.streams.add(
+            live.name, entries.encode(entry), batch_id=entry.batch_id
+        )
+        if not fresh:
+            return None
+        self._wake.set()  # a model without an owner yet gets one sooner
+        outcome = self.outcomes.expect(live.name, entry_id)
+        return asyncio.ensure_future(self._bounded(outcome))
+
+    async def _bounded(self, outcome: asyncio.Future[Any]) -> Any:
+        try:
+            async with asyncio.timeout(self.settings.stream_wait_s):
+                return await outcome
+        except TimeoutError:
+            raise OutcomeLate(
+                f"accepted, but not applied within {self.settings.stream_wait_s:g} s"
+            ) from None
+
+    async def backlog(self, name: str) -> int:
+        return await self.streams.backlog(name)
+
+    async def forget(self, name: str) -> None:
+        """A deleted model: stop owning it, drop its stream, tell the other replicas."""
+        owned = self.owned.pop(name, None)
+        if owned is not None and owned.task is not None:
+            owned.task.cancel()
+            await asyncio.gather(owned.task, return_exceptions=True)
+        if owned is not None:
+            await self.leases.release(name, owned.fence)
+        await self.streams.remove(name)
+        await self.announce(name)
+
+    async def announce(self, model: str) -> None:
+        """Tells every replica to re-read `model` from the database now."""
+        await self.redis.publish(self.keys.changes, orjson.dumps({"model": model}))
+
+    # -- keeping in step ------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        async for note in self._pubsub.listen():
+            if note.get("type") != "message":
+                continue
+            channel = note["channel"].decode()
+            if channel == self.keys.outcomes:
+                self.outcomes.arrived(note["data"])
+            else:
+                self._wake.set()
+
+    async def _steer(self) -> None:
+        period = min(self.settings.lease_ttl_s / 3, self.settings.sync_every_s)
+        while not self._stopping:
+            try:
+                await self._tick()
+            except (RedisError, SQLAlchemyError, OSError) as exc:  # retried next period
+                log.warning("cluster tick failed: %s", exc)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: wait_for can eat a cancel
+                async with asyncio.timeout(period):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def _tick(self) -> None:
+        rows = await to_thread.run_sync(self.hub.registry.models)
+        await self.hub.refresh(rows, owned=set(self.owned))
+        for name, owned in list(self.owned.items()):
+            alive = owned.task is not None and not owned.task.done()
+            if not alive or not await self.leases.renew(name, owned.fence):
+                await self._step_down(name)
+        for row in rows:
+            if row.name not in self.owned and self.hub.has(row.name):
+                fence = await self.leases.acquire(row.name)
+                if fence is not None:
+                    await self._take(row.name, row.id, fence)
+
+    async def _take(self, name: str, model_id: int, fence: int) -> None:
+        if not await to_thread.run_sync(self.hub.registry.claim, model_id, fence):
+            row = await to_thread.run_sync(self.hub.registry.model, name)
+            await self.leases.catch_up(name, row.generation)  # Redis lost its counter
+            await self.leases.release(name, fence)
+            return
+        live = await self.hub.take_over(name, fence)
+        owned = Owned(fence, live)
+        owned.task = asyncio.create_task(self._consume(name, owned))
+        self.owned[name] = owned
+        log.info("replica %s owns %s (generation %d)", self.settings.replica_id, name, fence)
+
+    async def _step_down(self, name: str) -> None:
+        owned = self.owned.pop(name)
+        if owned.task is not None:
+            owned.task.cancel()
+            (ended,) = await asyncio.gather(owned.task, return_exceptions=True)
+            if isinstance(ended, Exception) and not isinstance(ended, Fenced):
+                log.error("model %s: consuming failed", name, exc_info=ended)
+        with contextlib.suppress(RedisError):
+            await self.leases.release(name, owned.fence)
+        log.warning("replica %s no longer owns %s", self.settings.replica_id, name)
+        await self.hub.step_down(name)
+
+    # -- owning ---------------------------------------------------------------------------
+
+    async def _consume(self, name: str, owned: Owned) -> None:
+        """Applies the stream: first the pending entries (a dead owner's, claimed), then new."""
+        try:
+            await self.streams.ensure_group(name)
+            await self.streams.claim_all(name)
+            recorder = owned.live.learner.recorder
+            recorder.replay_through = REPLAYING
+            after: str | None = "0"
+            while not self._stopping:
+                batch = await self.streams.read(name, after=after, count=READ_COUNT, block_ms=1000)
+                counts: dict[str, int] = {}
+                if after is not None:
+                    if not batch:  # caught up: from here on nothing can have committed before
+                        after, recorder.replay_through = None, owned.live.seq
+                        continue
+                    counts = await self.streams.deliveries(name, batch[0][0], batch[-1][0])
+                    after = batch[-1][0]
+                for entry_id, fields in batch:
+                    await self._apply(name, owned, entry_id, fields, counts.get(entry_id, 1))
+                await self._ack(name, owned)
+        finally:
+            self._wake.set()  # a fenced or failed owner steps down at once
+
+    async def _apply(
+        self, name: str, owned: Owned, entry_id: str, fields: dict[bytes, bytes],
+        deliveries: int,
+    ) -> None:  # fmt: skip
+        live = owned.live
+        if keys.at_or_before(entry_id, live.applied_through):
+            owned.unacked.append(entry_id)  # the restored snapshot already includes it
+            return
+        try:
+            if deliveries > self.settings.max_deliveries:
+                raise Unavailable(f"delivered {deliveries} times without being applied")
+            entry = entries.decode(fields, live.spec, self.settings)
+        except GradualError as exc:
+            await self._refuse(name, entry_id, fields, exc)
+            return
+        owned.unacked.append(entry_id)
+        if entry.batch_id is not None and live.ledger.seen(entry.batch_id):
+            await self.redis.publish(self.keys.outcomes, message(name, entry_id, duplicate=True))
+            return
+        await self._run(name, live, entry_id, entry, fields)
+
+    async def _run(
+        self, name: str, live: LiveModel, entry_id: str, entry: Entry,
+        fields: dict[bytes, bytes],
+    ) -> None:  # fmt: skip
+        live.seq += 1
+        args = entry.args | ({"batch_id": entry.batch_id} if entry.kind == commands.FIT else {})
+        record = Record(live.seq, entry.kind, args, entry.arrays, source=entry_id)
+        snapshot_before = live.snapshot_seq
+        run = partial(self.hub.executor.run, live, record, wait=False)
+        try:
+            result = await live.pipeline.submit(run, batch=False)
+        except Fenced:
+            raise
+        except Exception as exc:  # refused: the waiter hears why, bad batches are set aside
+            if not isinstance(exc, GradualError):
+                log.exception("model %s: entry %s failed", name, entry_id)
+            await self.redis.publish(self.keys.outcomes, message(name, entry_id, error=exc))
+            if entry.kind in entries.LABELLED and isinstance(exc, GradualError):
+                await self.streams.dead_letter(name, entry_id, fields, _reason(exc))
+            return
+        await self.redis.publish(self.keys.outcomes, message(name, entry_id, result=result))
+        if live.snapshot_seq != snapshot_before:
+            await self.announce(name)
+
+    async def _refuse(
+        self, name: str, entry_id: str, fields: dict[bytes, bytes], exc: GradualError
+    ) -> None:
+        await self.streams.dead_letter(name, entry_id, fields, _reason(exc))
+        await self.redis.publish(self.keys.outcomes, message(name, entry_id, error=exc))
+
+    async def _ack(self, name: str, owned: Owned) -> None:
+        committed = owned.live.committed_through
+        if committed is None:
+            return
+        done = [i for i in owned.unacked if keys.at_or_before(i, committed)]
+        if done:
+            owned.unacked = [i for i in owned.unacked if not keys.at_or_before(i, committed)]
+            await self.streams.ack(name, done, through=committed)
+
+
+def _reason(exc: GradualError) -> dict[str, Any]:
+    return {"code": exc.code, "message": exc.message, "field": exc.field}

@@ -1,0 +1,52 @@
+"""Redis key and channel names: one place, so producers and replicas agree.
+
+Everything sits under a prefix (`GRADUAL_REDIS_PREFIX`, default `gradual`), so several
+deployments (or test runs) can share one Redis: a model's stream is `gradual:{model}:batches`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GROUP = "gradual"  # the consumer group every replica reads a model's stream with
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "gradual"
+
+    @property
+    def outcomes(self) -> str:
+        """Pub/sub: what applying an entry gave, for whoever waits on it."""
+        return f"{self.prefix}:outcomes"
+
+    @property
+    def changes(self) -> str:
+        """Pub/sub: a model was created or deleted, or its committed state moved."""
+        return f"{self.prefix}:changes"
+
+    def batches(self, model: str) -> str:
+        """The stream producers `XADD` mini-batches (and replicas commands) to."""
+        return f"{self.prefix}:{model}:batches"
+
+    def dead_letters(self, model: str) -> str:
+        return f"{self.prefix}:{model}:dead"
+
+    def lease(self, model: str) -> str:
+        return f"{self.prefix}:{model}:lease"
+
+    def fence(self, model: str) -> str:
+        return f"{self.prefix}:{model}:fence"
+
+    def batch_id(self, model: str, key: str) -> str:
+        return f"{self.prefix}:{model}:batch:{key}"
+
+
+def id_order(entry_id: str) -> tuple[int, int]:
+    """Stream ids compare as (milliseconds, sequence), not as text."""
+    millis, _, sequence = entry_id.partition("-")
+    return int(millis), int(sequence or 0)
+
+
+def at_or_before(entry_id: str, other: str | None) -> bool:
+    return other is not None and id_order(entry_id) <= id_order(other)
