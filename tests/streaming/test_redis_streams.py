@@ -80,7 +80,8 @@ def test_batch_id_is_remembered_in_redis_with_the_entry_it_added(
 ) -> None:
     fit(owner, "m", labelled(8, seed=1) | {"batch_id": "a"})
     entry_id = rdb.get(f"{redis_prefix}:m:batch:a")
-    assert entry_id is not None and b"-" in entry_id
+    assert entry_id is not None
+    assert b"-" in entry_id
     assert rdb.ttl(f"{redis_prefix}:m:batch:a") > 6 * 24 * 3600
 
 

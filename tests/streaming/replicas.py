@@ -1,0 +1,93 @@
+"""Real `python -m service serve` processes sharing PostgreSQL, Redis and a data directory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 120.0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Replica:
+    def __init__(self, name: str, env: dict[str, str], log: Path) -> None:
+        self.name = name
+        self.env = env
+        self.log = log
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.http = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.port}", timeout=60,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )  # fmt: skip
+
+    def start(self) -> Replica:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GRADUAL_")} | self.env
+        env |= {"GRADUAL_REPLICA_ID": self.name, "GRADUAL_DEVICE": "cpu",
+                "GRADUAL_TORCH_THREADS": "1", "GRADUAL_LOG_LEVEL": "warning"}  # fmt: skip
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "service", "serve", "--port", str(self.port)],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            assert self.process.poll() is None, self.log.read_text()[-3000:]
+            try:
+                if self.http.get("/readyz", timeout=5).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"{self.name} not ready; see {self.log}"
+            time.sleep(0.1)
+
+    def owned(self) -> list[str]:
+        found: list[str] = self.http.get("/readyz").json()["detail"].get("owned", [])
+        return found
+
+    def get(self, path: str) -> Any:
+        response = self.http.get(path)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def post(self, path: str, body: Any = None) -> httpx.Response:
+        return self.http.post(path, json=body)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        self.http.close()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def wait_until(condition: Any, timeout: float = 30.0, step: float = 0.02) -> float:
+    """Seconds until `condition()` held (fails after `timeout`)."""
+    began = time.monotonic()
+    while not condition():
+        assert time.monotonic() - began < timeout, "condition not met in time"
+        time.sleep(step)
+    return time.monotonic() - began
