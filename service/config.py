@@ -88,7 +88,9 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="How often a replica re-reads served versions from the DB."
     )
     max_deliveries: int = Field(
-        default=5, ge=1, description="Stream deliveries of one entry before it is dead-lettered."
+        default=5,
+        ge=1,
+        description="Replica deaths while applying one stream entry before it is dead-lettered.",
     )
     stream_backlog: int = Field(
         default=10_000, ge=1, description="Unread stream entries per model before 429."

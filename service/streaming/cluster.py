@@ -246,17 +246,28 @@ class Cluster:
             owned.unacked.append(entry_id)  # the restored snapshot already includes it
             return
         try:
-            if deliveries > self.settings.max_deliveries:
-                raise Unavailable(f"delivered {deliveries} times without being applied")
             entry = entries.decode(fields, live.spec, self.settings)
+            if deliveries > 1:  # redelivered: count how often applying it began
+                await self._count_attempt(name, entry_id)
         except GradualError as exc:
             await self._refuse(name, entry_id, fields, exc)
             return
         owned.unacked.append(entry_id)
         if entry.batch_id is not None and live.ledger.seen(entry.batch_id):
             await self.redis.publish(self.keys.outcomes, message(name, entry_id, duplicate=True))
-            return
-        await self._run(name, live, entry_id, entry, fields)
+        else:
+            await self._run(name, live, entry_id, entry, fields)
+        if deliveries > 1:
+            await self.redis.hdel(self.keys.attempts(name), entry_id)
+
+    async def _count_attempt(self, name: str, entry_id: str) -> None:
+        """An entry whose application a replica's death interrupted `max_deliveries` times is
+        set aside: it would otherwise kill every owner in turn. Deaths while applying other
+        entries do not count against it, so a good batch is never dropped for them."""
+        began = await self.redis.hincrby(self.keys.attempts(name), entry_id, 1)
+        if began > self.settings.max_deliveries:
+            await self.redis.hdel(self.keys.attempts(name), entry_id)
+            raise Unavailable(f"a replica died while applying it {began - 1} times")
 
     async def _run(
         self, name: str, live: LiveModel, entry_id: str, entry: Entry,

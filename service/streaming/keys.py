@@ -32,6 +32,10 @@ class Keys:
     def dead_letters(self, model: str) -> str:
         return f"{self.prefix}:{model}:dead"
 
+    def attempts(self, model: str) -> str:
+        """A hash: how often applying a redelivered entry began (a replica died in between)."""
+        return f"{self.prefix}:{model}:attempts"
+
     def lease(self, model: str) -> str:
         return f"{self.prefix}:{model}:lease"
 

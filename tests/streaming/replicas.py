@@ -38,6 +38,11 @@ class Replica:
         )  # fmt: skip
 
     def start(self) -> Replica:
+        assert self.try_start(), f"{self.name} died while starting; see {self.log}"
+        return self
+
+    def try_start(self) -> bool:
+        """True once it answers ready; False if it died first (a crash point in catch-up)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("GRADUAL_")} | self.env
         env |= {"GRADUAL_REPLICA_ID": self.name, "GRADUAL_DEVICE": "cpu",
                 "GRADUAL_TORCH_THREADS": "1", "GRADUAL_LOG_LEVEL": "warning"}  # fmt: skip
@@ -47,15 +52,15 @@ class Replica:
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            assert self.process.poll() is None, self.log.read_text()[-3000:]
+        while self.process.poll() is None:
             try:
                 if self.http.get("/readyz", timeout=5).status_code == 200:
-                    return self
+                    return True
             except httpx.TransportError:
                 pass
             assert time.monotonic() < deadline, f"{self.name} not ready; see {self.log}"
             time.sleep(0.1)
+        return False
 
     def owned(self) -> list[str]:
         found: list[str] = self.http.get("/readyz").json()["detail"].get("owned", [])
@@ -73,6 +78,14 @@ class Replica:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=30)
+
+    def kill_quietly(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+
+    def wait_dead(self) -> None:
+        assert self.process is not None
+        self.process.wait(timeout=60)
 
     def stop(self) -> None:
         self.http.close()
