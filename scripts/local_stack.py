@@ -39,6 +39,8 @@ ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 REQUIRED = ("POSTGRES_PASSWORD", "REDIS_PASSWORD")  # compose refuses to start without them
 NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 STOP_GRACE_S = {"api": 60.0, "balancer": 10.0, "redis": 10.0}  # as docker-compose.yml
+# As the images stop them: nginx's graceful stop is SIGQUIT (SIGTERM drops connections).
+STOP_SIGNAL = {"balancer": signal.SIGQUIT}
 
 
 class StackError(RuntimeError):
@@ -47,10 +49,22 @@ class StackError(RuntimeError):
 
 @dataclass
 class Component:
+    """A process `up` started; its start time tells it from a later process given its pid."""
+
     name: str
     pid: int
     url: str = ""
-    log: str = ""
+    started: str = ""
+
+    def __post_init__(self) -> None:
+        self.started = self.started or _start_time(self.pid)
+
+    @property
+    def kind(self) -> str:
+        return self.name.split("-")[0]
+
+    def running(self) -> bool:
+        return alive(self.pid) and _start_time(self.pid) == self.started
 
 
 @dataclass
@@ -126,26 +140,31 @@ def spawn(run_dir: Path, name: str, argv: list[str], env: dict[str, str] | None 
     return process.pid
 
 
-def alive(pid: int) -> bool:
+def _stat(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name: [state, ppid, ...]; [] when gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) has stopped all the same.
-    with contextlib.suppress(OSError):
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    return True
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
 
 
-def stop(component: Component, grace_s: float) -> bool:
-    """SIGTERM, then SIGKILL after the grace period; True when it stopped on SIGTERM."""
-    if not alive(component.pid):
+def _start_time(pid: int) -> str:
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 else ""  # starttime, in clock ticks since boot
+
+
+def alive(pid: int) -> bool:
+    """Running, and not a zombie (exited, not yet reaped: stopped all the same)."""
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != "Z"
+
+
+def stop(component: Component) -> bool:
+    """The stop signal, then SIGKILL after the grace period; True when it stopped in time."""
+    if not component.running():
         return True
-    os.kill(component.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
+    os.kill(component.pid, STOP_SIGNAL.get(component.kind, signal.SIGTERM))
+    deadline = time.monotonic() + STOP_GRACE_S.get(component.kind, 10.0)
     while time.monotonic() < deadline:
         if not alive(component.pid):
             return True
@@ -321,7 +340,7 @@ def up(args: argparse.Namespace) -> int:
         start_all(stack, env, args.publish_port)
     except BaseException:
         for component in reversed(stack.components):  # nothing half-started stays behind
-            stop(component, STOP_GRACE_S.get(component.name.split("-")[0], 10.0))
+            stop(component)
         raise
     stack.save()
     print_status(stack)
@@ -348,8 +367,7 @@ def down(args: argparse.Namespace) -> int:
     stack = Stack.load(run_dir)
     clean = True
     for component in reversed(stack.components):  # balancer, replicas, then redis
-        kind = component.name.split("-")[0]
-        graceful = stop(component, STOP_GRACE_S.get(kind, 10.0))
+        graceful = stop(component)
         clean &= graceful
         print(f"{component.name:10} {'stopped' if graceful else 'killed after the grace period'}")
         (run_dir / f"{component.name}.pid").unlink(missing_ok=True)
@@ -372,7 +390,7 @@ def drop_database(stack: Stack) -> None:
 
 
 def health(component: Component) -> str:
-    if not alive(component.pid):
+    if not component.running():
         return "down"
     if not component.url.startswith("http"):
         return "running"

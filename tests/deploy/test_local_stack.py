@@ -271,3 +271,36 @@ def test_any_replica_takes_batches_and_both_serve_the_same_version(stack: Runnin
     assert predictions[0]["predictions"] == predictions[1]["predictions"]
     assert np.mean(np.asarray(predictions[0]["predictions"]) == y_test) > 0.8
     assert models[0]["served_version"] in _versions_in_postgres(stack, "shared")
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+def test_up_refuses_an_env_file_without_the_secrets(tmp_path: Path) -> None:
+    env = tmp_path / "stack.env"
+    env.write_text(ENV_EXAMPLE.read_text())  # the example as committed: secrets empty
+    result = _run(tmp_path / "run", "up", "--env-file", str(env), timeout=60)
+    assert result.returncode == 2
+    assert "set POSTGRES_PASSWORD, REDIS_PASSWORD in" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_up_that_fails_stops_what_it_started_and_names_the_log(tmp_path: Path) -> None:
+    _require_tools()
+    suffix = secrets.token_hex(4)
+    env = _env(tmp_path / "stack.env", suffix)
+    env.write_text(env.read_text() + "GRADUAL_LOG_LEVEL=loud\n")  # migrate refuses the setting
+    run_dir = tmp_path / "run"
+    try:
+        result = _run(run_dir, "up", "--env-file", str(env), "--publish-port", str(_free_port()))
+    finally:
+        admin = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f"DROP DATABASE IF EXISTS gradual_e2e_{suffix}")
+            connection.execute(f"DROP ROLE IF EXISTS gradual_e2e_{suffix}")
+    assert result.returncode == 2
+    assert f"migrate exited with 1: see {run_dir / 'logs' / 'migrate.log'}" in result.stderr
+    assert "log_level" in (run_dir / "logs" / "migrate.log").read_text()
+    redis_pid = int((run_dir / "redis.pid").read_text())
+    assert not _alive(redis_pid)
+    assert not (run_dir / "stack.json").exists()
