@@ -33,6 +33,8 @@ from tests.factories import batches, digits_split
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 SCRIPT = ROOT / "scripts" / "local_stack.py"
 TOKEN = "e2e-" + secrets.token_hex(8)
+# The test server's superuser connection: local-stack makes its role and database through it.
+ADMIN_URL = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
 # Cross-replica behaviour (a replica that does not own a model forwards or enqueues its
 # batches, and serves the versions the owner promotes) is the Redis mode of issue 4.
 REDIS_MODE = "redis_url" in Settings.model_fields
@@ -85,9 +87,8 @@ def _require_tools() -> None:
     for tool in ("redis-server", "nginx"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             unavailable(tool, "not installed (apt-get install redis-server nginx-light)")
-    admin = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
     try:
-        psycopg.connect(admin, connect_timeout=3).close()
+        psycopg.connect(ADMIN_URL, connect_timeout=3).close()
     except psycopg.OperationalError as exc:
         unavailable("PostgreSQL", str(exc).strip().splitlines()[0])
 
@@ -110,7 +111,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     home = tmp_path_factory.mktemp("local-stack")
     run_dir, suffix = home / "run", secrets.token_hex(4)
     env = _env(home / "stack.env", suffix)
-    started = _run(run_dir, "up", "--env-file", str(env), "--publish-port", str(_free_port()))
+    started = _run(
+        run_dir, "up", "--env-file", str(env), "--postgres-admin", ADMIN_URL,
+        "--publish-port", str(_free_port()),
+    )  # fmt: skip
     assert started.returncode == 0, started.stderr + _logs(run_dir)
     info = json.loads((run_dir / "stack.json").read_text())
     running = RunningStack(run_dir, info, info["database_url"])
@@ -292,10 +296,12 @@ def test_up_that_fails_stops_what_it_started_and_names_the_log(tmp_path: Path) -
     env.write_text(env.read_text() + "GRADUAL_LOG_LEVEL=loud\n")  # migrate refuses the setting
     run_dir = tmp_path / "run"
     try:
-        result = _run(run_dir, "up", "--env-file", str(env), "--publish-port", str(_free_port()))
+        result = _run(
+            run_dir, "up", "--env-file", str(env), "--postgres-admin", ADMIN_URL,
+            "--publish-port", str(_free_port()),
+        )  # fmt: skip
     finally:
-        admin = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(admin, autocommit=True) as connection:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as connection:
             connection.execute(f"DROP DATABASE IF EXISTS gradual_e2e_{suffix}")
             connection.execute(f"DROP ROLE IF EXISTS gradual_e2e_{suffix}")
     assert result.returncode == 2
