@@ -239,8 +239,9 @@ def start_redis(run_dir: Path, env: dict[str, str]) -> tuple[Component, str]:
 def gradual_env(stack: Stack, env: dict[str, str], name: str) -> dict[str, str]:
     """The environment compose gives a Gradual container: env_file, then `environment`."""
     run_dir = Path(stack.run_dir)
-    return {
-        **os.environ, **env,
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("GRADUAL_")}
+    return {  # a container inherits nothing of the host's GRADUAL_* settings
+        **inherited, **env,
         "GRADUAL_DATABASE_URL": stack.database_url,
         "GRADUAL_REDIS_URL": stack.redis_url,
         "GRADUAL_WEIGHTS_DIR": str(run_dir / "weights"),
@@ -266,16 +267,8 @@ def start_replicas(stack: Stack, env: dict[str, str], count: int) -> list[Compon
     started = []
     for index in range(1, count + 1):
         name, port = f"api-{index}", free_port()
-        argv = [
-            sys.executable,
-            "-m",
-            "service",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ]
+        argv = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1"]
+        argv += ["--port", str(port)]
         pid = spawn(Path(stack.run_dir), name, argv, gradual_env(stack, env, name))
         started.append(Component(name, pid, f"http://127.0.0.1:{port}"))
         stack.components.append(started[-1])
@@ -288,8 +281,9 @@ def start_replicas(stack: Stack, env: dict[str, str], count: int) -> list[Compon
 def nginx_config(run_dir: Path, listen: str, replicas: list[Component]) -> Path:
     """docker/nginx.conf, templated for loopback upstreams, in a main config of the run dir."""
     home = run_dir / "nginx"
-    temp = [home / "tmp" / kind for kind in ("body", "proxy", "fastcgi", "uwsgi", "scgi")]
-    for folder in temp:
+    kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    temp = {kind: home / "tmp" / kind for kind in kinds}
+    for folder in temp.values():
         folder.mkdir(parents=True, exist_ok=True)
     servers = " ".join(f"server {urlsplit(r.url).netloc};" for r in replicas)
     values = {"BALANCER_LISTEN": listen, "BALANCER_UPSTREAM": servers}
@@ -298,11 +292,10 @@ def nginx_config(run_dir: Path, listen: str, replicas: list[Component]) -> Path:
     user = ""
     if os.geteuid() == 0:  # workers drop to nobody: they need the temp folders
         nobody, nogroup = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
-        for folder in temp:
+        for folder in temp.values():
             os.chown(folder, nobody, nogroup)
         user = "user nobody nogroup;\n"
-    paths = dict(zip(("client_body", "proxy", "fastcgi", "uwsgi", "scgi"), temp, strict=True))
-    temps = "".join(f"    {kind}_temp_path {path};\n" for kind, path in paths.items())
+    temps = "".join(f"    {kind}_temp_path {path};\n" for kind, path in temp.items())
     main = home / "nginx.conf"
     main.write_text(
         f"{user}worker_processes 1;\ndaemon off;\npid {home / 'nginx.pid'};\n"
