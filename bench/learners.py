@@ -15,6 +15,7 @@ import torch
 from sklearn.datasets import load_breast_cancer, load_digits
 from torch import nn
 
+from bench.servers import Server
 from bench.wire import Connection
 
 
@@ -49,15 +50,24 @@ def stream(name: str, passes: int, *, seed: int = 0) -> Stream:
 class Learner(Protocol):
     name: str
 
+    def cpu_seconds(self) -> float: ...  # CPU time of whatever does the learning, so far
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray: ...  # (rows, classes)
 
     def learn(self, x: np.ndarray, y: np.ndarray) -> None: ...
 
 
+class InProcess:
+    """A baseline learning in the bench's own process (one torch thread)."""
+
+    def cpu_seconds(self) -> float:
+        return time.process_time()
+
+
 # -- River: one row at a time, behind a standard scaler -------------------------------------
 
 
-class RiverLogistic:
+class RiverLogistic(InProcess):
     name = "River StandardScaler | LogisticRegression"
 
     def __init__(self, data: Stream) -> None:
@@ -88,7 +98,7 @@ def _dicts(x: np.ndarray) -> list[dict[int, float]]:
 # -- scikit-learn: MLPClassifier.partial_fit on each request's rows -------------------------
 
 
-class SklearnMLP:
+class SklearnMLP(InProcess):
     name = "sklearn MLPClassifier.partial_fit (64)"
 
     def __init__(self, data: Stream) -> None:
@@ -112,7 +122,7 @@ class SklearnMLP:
 # -- raw PyTorch: the MLP the service builds by default, Adam 1e-3, no scaling ---------------
 
 
-class TorchLoop:
+class TorchLoop(InProcess):
     def __init__(self, data: Stream, *, batch: int) -> None:
         torch.manual_seed(0)
         self.network = nn.Sequential(
@@ -143,14 +153,18 @@ class TorchLoop:
 class Service:
     """A model on a running Gradual server, driven through one keep-alive connection."""
 
-    def __init__(self, data: Stream, port: int, body: dict[str, Any], label: str) -> None:
+    def __init__(self, data: Stream, server: Server, body: dict[str, Any], label: str) -> None:
         self.runner = asyncio.Runner()
-        self.connection = self.runner.run(Connection.open(port))
+        self.server = server
+        self.connection = self.runner.run(Connection.open(server.port))
         self.model = str(body["name"])
         self.name = label
         self.head_correct = 0  # the fit answers' `prequential` (the head, not the served version)
         self.runner.run(self.connection.post("/v1/models", body))
         self.binary = data.classes == 2
+
+    def cpu_seconds(self) -> float:
+        return self.server.cpu_seconds()
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         body = orjson.dumps({"inputs": x.tolist()})
@@ -184,22 +198,24 @@ class Score:
     accuracy: float  # over all passes
     log_loss: float
     samples_per_s: float  # rows learned ÷ seconds spent in `learn`
+    per_cpu_s: float  # rows learned ÷ CPU-seconds of the learner (the server's, for the service)
 
 
 def prequential(learner: Learner, data: Stream, chunk: int) -> Score:
     """Each chunk of `chunk` rows is scored by the learner as it stands, then learned."""
     correct = np.zeros(len(data.y), dtype=bool)
     nll = np.zeros(len(data.y))
-    learning = 0.0
+    learning = cpu = 0.0
     for start in range(0, len(data.y), chunk):
         x, y = data.x[start : start + chunk], data.y[start : start + chunk]
         proba = learner.predict_proba(x)
         correct[start : start + chunk] = proba.argmax(axis=1) == y
         nll[start : start + chunk] = -np.log(np.clip(proba[np.arange(len(y)), y], 1e-15, 1.0))
-        begin = time.perf_counter()
+        begin, begin_cpu = time.perf_counter(), learner.cpu_seconds()
         learner.learn(x, y)
         learning += time.perf_counter() - begin
+        cpu += learner.cpu_seconds() - begin_cpu
     return Score(
         learner.name, float(correct[: data.pass_rows].mean()), float(correct.mean()),
-        float(nll.mean()), len(data.y) / max(learning, 1e-9),
+        float(nll.mean()), len(data.y) / max(learning, 1e-9), len(data.y) / max(cpu, 1e-9),
     )  # fmt: skip

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -102,7 +103,7 @@ def measure(opts: Options) -> dict[str, list[Score]]:
         with gradual(opts) as server:
             for each in data:
                 body = model_body(each.name, each, opts.args)
-                service = Service(each, server.port, body, "Gradual over HTTP (defaults)")
+                service = Service(each, server, body, "Gradual over HTTP (defaults)")
                 try:
                     scores[each.name].insert(0, prequential(service, each, opts.args.chunk))
                     _note_state(service, each)
@@ -125,12 +126,13 @@ def table(data: Stream, scores: list[Score], opts: Options) -> None:
     passes = len(data.y) // data.pass_rows
     title = f"{data.name} × {passes} pass(es), {len(data.y):,} rows, chunks of {opts.args.chunk}"
     out = Table(title=title)
-    for column in ("learner", "acc. pass 1", "acc. all", "log loss", "learning samples/s"):
+    columns = ("learner", "acc. pass 1", "acc. all", "log loss", "samples/s", "per CPU-s")
+    for column in columns:
         out.add_column(column, justify="left" if column == "learner" else "right")
     for s in scores:
         out.add_row(
             s.learner, f"{s.first_pass:.4f}", f"{s.accuracy:.4f}", f"{s.log_loss:.4f}",
-            f"{s.samples_per_s:,.0f}",
+            f"{s.samples_per_s:,.0f}", f"{s.per_cpu_s:,.0f}",
         )  # fmt: skip
     Console(width=160).print(out)
 
@@ -160,6 +162,7 @@ def figures(scores: dict[str, list[Score]]) -> list[Row]:
 
 def main() -> None:
     opts = options(__doc__ or "", runs=1, extend=extend)
+    torch.set_num_threads(1)  # as the server's GRADUAL_TORCH_THREADS=1
     scores = measure(opts)
     for data in streams(opts):
         table(data, scores[data.name], opts)
