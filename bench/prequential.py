@@ -1,7 +1,7 @@
 """Learning quality: prequential (test-then-train) accuracy of the service's defaults, over
 HTTP, beside the online learners people reach for, on the same rows in the same order.
 
-    python -m bench.prequential [--passes 5] [--chunk 64] [--smoke]
+    python -m bench.prequential [--passes 5] [--chunk 128] [--npy] [--smoke]
     python -m bench.prequential --only service --training steps_per_batch=1 --optimizer lr=0.001
 
 Streams: scikit-learn's digits (1,797 rows, 64 features, 10 classes) and breast cancer (569
@@ -54,7 +54,10 @@ BASELINES: dict[str, Baseline] = {
 
 def extend(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--passes", type=int, default=5, help="shuffled passes per stream")
-    parser.add_argument("--chunk", type=int, default=64, help="rows per request (per chunk)")
+    parser.add_argument("--chunk", type=int, default=128, help="rows per request (per chunk)")
+    parser.add_argument(
+        "--npy", action="store_true", help="partial-fit bodies as .npy instead of JSON"
+    )
     parser.add_argument(
         "--only", choices=["service", *BASELINES], action="append", help="(repeatable)"
     )
@@ -103,7 +106,8 @@ def measure(opts: Options) -> dict[str, list[Score]]:
         with gradual(opts) as server:
             for each in data:
                 body = model_body(each.name, each, opts.args)
-                service = Service(each, server, body, "Gradual over HTTP (defaults)")
+                label = f"Gradual over HTTP (defaults{', .npy' if opts.args.npy else ''})"
+                service = Service(each, server, body, label, npy=opts.args.npy)
                 try:
                     scores[each.name].insert(0, prequential(service, each, opts.args.chunk))
                     _note_state(service, each)

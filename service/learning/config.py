@@ -28,7 +28,7 @@ class TrainingConfig(StrictModel):
         default=0.1, ge=0.0, lt=1.0, description="Fraction of streamed rows kept for validation."
     )
     buffer_size: int = Field(default=2000, ge=1, le=1_000_000, description="Validation rows kept.")
-    eval_every: int = Field(default=20, ge=1, description="Optimizer steps per evaluation round.")
+    eval_every: int = Field(default=4, ge=1, description="Optimizer steps per evaluation round.")
     monitor: Monitor = "val_loss"
     mode: Literal["auto", "min", "max"] = Field(
         default="auto", description="auto: min for val_loss and val_mae, max otherwise."
@@ -46,14 +46,14 @@ class TrainingConfig(StrictModel):
     drift_tolerance: float = Field(default=0.1, ge=0.0)
     keep_versions: int = Field(default=20, ge=2, le=100_000)
     replay: int = Field(
-        default=0, ge=0, le=1_000_000,
+        default=2000, ge=0, le=1_000_000,
         description="Recent training rows kept for replay beside each new batch; 0: off.",
     )  # fmt: skip
     replay_ratio: float = Field(
-        default=1.0, ge=0.0, le=16.0, description="Replayed rows per new row in each step."
+        default=3.0, ge=0.0, le=16.0, description="Replayed rows per new row in each step."
     )
     steps_per_batch: int = Field(
-        default=1, ge=1, le=64, description="Optimizer steps per mini-batch (replay redrawn)."
+        default=2, ge=1, le=64, description="Optimizer steps per mini-batch (replay redrawn)."
     )
     lr_schedule: LrSchedule = "constant"
     warmup_steps: int = Field(default=100, ge=1, description="warmup: steps to reach `lr`.")

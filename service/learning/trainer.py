@@ -53,9 +53,7 @@ def fit(
     """`lr(step)` gives each step's learning rate; `replay` lends rows to every step (its
     generator is part of the transaction; its rows are added by the caller, after)."""
     before, replay_rng = head.state(), replay.generator.get_state() if replay else None
-    losses: list[torch.Tensor] = []
-    norms: list[torch.Tensor] = []
-    rows: list[int] = []
+    taken: list[tuple[torch.Tensor, torch.Tensor, int]] = []  # (loss, grad norm, rows) per step
     for start in range(0, inputs.shape[0], training.batch_size):
         x = inputs[start : start + training.batch_size]
         y = targets[start : start + training.batch_size]
@@ -66,22 +64,20 @@ def fit(
             if lr is not None:
                 _set_lr(head, lr(head.step))
             loss, norm = _step(head, xs, ys, training=training, optimizer=optimizer, limits=limits)
-            losses.append(loss)
-            norms.append(norm)
-            rows.append(xs.shape[0])
+            taken.append((loss, norm, xs.shape[0]))
             head.step += 1
         head.samples_seen += x.shape[0]
         crashpoints.hit("mid_step")
-    step_losses = torch.stack(losses)
-    reason = _rejection_reason(head, step_losses, torch.stack(norms), limits)
+    losses = torch.stack([loss for loss, _, _ in taken])
+    reason = _rejection_reason(head, losses, torch.stack([norm for _, norm, _ in taken]), limits)
     if reason is not None:
         head.load_state(before)
         if replay is not None and replay_rng is not None:
             replay.generator.set_state(replay_rng)
         raise BatchRejected(f"batch refused, nothing applied: {reason}", field="inputs")
-    sizes = torch.tensor(rows, dtype=torch.float32)
-    mean_loss = float((step_losses.cpu() * sizes).sum()) / float(sizes.sum())
-    return FitResult(len(losses), inputs.shape[0], mean_loss)
+    sizes = torch.tensor([rows for _, _, rows in taken], dtype=torch.float32)
+    mean_loss = float((losses.cpu() * sizes).sum()) / float(sizes.sum())  # per row stepped on
+    return FitResult(len(taken), inputs.shape[0], mean_loss)
 
 
 def _with_replay(

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pytest
 from fastapi.testclient import TestClient
 from sklearn.datasets import load_digits
 
@@ -135,7 +134,6 @@ def test_reduce_on_plateau_halves_the_rate_after_patience_rounds_without_improve
 # -- the defaults, on a bundled data set -------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_defaults_reach_090_prequential_accuracy_on_digits_in_three_passes(
     client: TestClient,
 ) -> None:
