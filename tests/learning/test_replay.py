@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 from sklearn.datasets import load_digits
 
@@ -74,6 +75,27 @@ def test_replay_trains_each_mini_batch_beside_replayed_rows(client: TestClient) 
     assert losses[0] != losses[1]
     assert model_state(client, plain)["replay_rows"] == 0
     assert model_state(client, replayed)["replay_rows"] == 96
+
+
+@pytest.mark.parametrize(
+    ("task", "outputs", "targets"),
+    [
+        ("binary", 1, lambda y: (y > 0).astype(int)),
+        ("regression", 1, lambda y: y.astype(float)),
+        ("regression", 2, lambda y: np.stack([y, -y], axis=1).astype(float)),
+    ],
+)
+def test_replay_trains_every_task_and_target_shape(
+    client: TestClient, task: str, outputs: int, targets: Any
+) -> None:
+    body = model_body(
+        "m", task=task, outputs=outputs, training={"replay": 64, "steps_per_batch": 2}
+    )
+    assert client.post("/v1/models", json=body).status_code == 201
+    for start in (0, 48):
+        answer = fit(client, "m", batch(X[start : start + 48], targets(Y[start : start + 48])))
+    assert answer["step"] == 12
+    assert model_state(client, "m")["replay_rows"] == 64
 
 
 def test_patch_replay_keeps_the_newest_rows(client: TestClient) -> None:
