@@ -18,6 +18,11 @@ MONITORS_BY_TASK: dict[str, set[str]] = {
 }
 
 
+# Fields added after models were already stored, with the values that reproduce how those
+# models learned before them: a stored section without them must replay its log bit for bit.
+BEFORE_REPLAY: dict[str, object] = {"replay": 0, "steps_per_batch": 1, "lr_schedule": "constant"}
+
+
 class TrainingConfig(StrictModel):
     batch_size: int = Field(default=64, ge=1, le=65_536, description="Rows per optimizer step.")
     augment_noise: float = Field(
@@ -62,6 +67,11 @@ class TrainingConfig(StrictModel):
         default=3, ge=1, description="reduce_on_plateau: rounds without improvement."
     )
     min_lr: float = Field(default=1e-5, ge=0.0, description="reduce_on_plateau's floor.")
+
+    @classmethod
+    def stored(cls, data: dict[str, object]) -> Self:
+        """A section read back from a snapshot or the log (not from a client)."""
+        return cls.model_validate(BEFORE_REPLAY | data)
 
     @property
     def resolved_mode(self) -> Mode:

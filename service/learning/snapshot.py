@@ -63,7 +63,7 @@ def describe(snapshot: Checkpoint) -> Restored:
     return Restored(
         seq=int(meta["seq"]),
         control=Control.from_dict(meta["control"]),
-        training=TrainingConfig.model_validate(meta["training"]),
+        training=TrainingConfig.stored(meta["training"]),
         pointers=VersionPointers(**meta["pointers"]),
         unrecorded_ids=list(meta["unrecorded_ids"]),
     )

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sklearn.datasets import load_digits
 
+from service.learning.config import TrainingConfig
 from tests.factories import (
     batch,
     blobs,
@@ -180,3 +181,14 @@ def _checkpoint(client: TestClient, name: str) -> int:
     assert response.status_code == 201, response.text
     number: int = response.json()["version"]
     return number
+
+
+def test_a_training_section_stored_before_replay_existed_reads_back_without_it() -> None:
+    """A snapshot or log record written before these fields existed must replay as it ran."""
+    old = TrainingConfig().model_dump()
+    for name in ("replay", "replay_ratio", "steps_per_batch", "lr_schedule", "warmup_steps"):
+        old.pop(name)
+    restored = TrainingConfig.stored(old)
+    assert (restored.replay, restored.steps_per_batch, restored.lr_schedule) == (0, 1, "constant")
+    current = TrainingConfig.stored(TrainingConfig().model_dump())
+    assert (current.replay, current.steps_per_batch) == (2000, 2)
