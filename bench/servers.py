@@ -125,12 +125,18 @@ def gradual(
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-gradual-data-") as data:
         settings = {"GRADUAL_DATA_DIR": data, "GRADUAL_TORCH_THREADS": "1", "GRADUAL_DEVICE": "cpu"}
+        settings["PYTHONPATH"] = _this_checkout()  # not the one the `gradual` script came from
         if opts.log_level:
             settings["GRADUAL_LOG_LEVEL"] = opts.log_level
         settings |= opts.server_env | (env or {})
         command = _gradual_command(port)
         with server("gradual", command, settings, "/readyz", port, meanwhile) as running:
             yield running
+
+
+def _this_checkout() -> str:
+    root = str(Path(__file__).resolve().parent.parent)
+    return os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
 
 
 @contextmanager
@@ -140,8 +146,7 @@ def module_server(
     """`python -m <module> --port P <args>`: one of the bench's own servers."""
     port = free_port()
     command = [sys.executable, "-m", module, "--port", str(port), *args]
-    root = str(Path(__file__).resolve().parent.parent)
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    env = {"PYTHONPATH": _this_checkout()}
     with server(name, command, env, "/readyz", port, wait=wait) as running:
         yield running
 

@@ -89,7 +89,9 @@ class OptimizerSpec(StrictModel):
     """Mini-batch SGD and its adaptive cousins, plus L1/L2 regularization and gradient clipping."""
 
     name: OptimizerName = "adam"
-    lr: float = Field(default=1e-3, gt=0.0, le=10.0)
+    lr: float = Field(
+        default=0.008, gt=0.0, le=10.0, description="Default chosen by bench.prequential."
+    )
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, description="L2 regularization.")
     momentum: float = Field(default=0.0, ge=0.0, lt=1.0, description="sgd and rmsprop.")
     nesterov: bool = False

@@ -125,7 +125,7 @@ class Executor:
             live.learner.resume("manual")
 
     def _training(self, live: LiveModel, record: Record) -> None:
-        training = TrainingConfig.model_validate(record.args["training"])
+        training = TrainingConfig.stored(record.args["training"])
         live.learner.recorder.update_training(training.model_dump())
         live.learner.reconfigure(training)
 

@@ -40,6 +40,8 @@ class ModelView(BaseModel):
     best_metric: float | None = Field(description="Best monitored validation score so far.")
     rounds_since_improvement: int
     validation_rows: int
+    replay_rows: int = Field(description="Training rows in the replay buffer.")
+    lr: float = Field(description="The learning rate of the next optimizer step.")
     device: str
     created_at: datetime
 

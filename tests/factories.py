@@ -15,6 +15,14 @@ from sklearn.model_selection import train_test_split
 
 from service.config import Settings
 
+# The behaviour most tests were written against: one plain step per mini-batch of 16, every
+# row trains, a round every 20 steps, a stop after 10 rounds without improvement (the service's
+# defaults are tuned for learning quality instead; tests/learning/test_replay.py covers them).
+PINNED_TRAINING: dict[str, Any] = {
+    "batch_size": 16, "holdout": 0.0, "eval_every": 20, "patience": 10, "replay": 0,
+    "steps_per_batch": 1,
+}  # fmt: skip
+
 
 def model_body(
     name: str = "m",
@@ -38,7 +46,7 @@ def model_body(
             **spec,
         },
         "optimizer": optimizer or {"name": "adam", "lr": 0.01},
-        "training": {"batch_size": 16, "holdout": 0.0, **(training or {})},
+        "training": {**PINNED_TRAINING, **(training or {})},
         "seed": seed,
     }
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("partial_fit", "predict", "rollback", "memory", "microbatch")
+SCRIPTS = ("partial_fit", "predict", "rollback", "memory", "microbatch", "prequential")
 TIMEOUT_S = 120
 FIGURE = re.compile(r"^figure .+: -?\d+\.\d+ \S+ \(target .+\)$", re.MULTILINE)
 

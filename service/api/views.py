@@ -17,7 +17,8 @@ def model_view(live: LiveModel) -> ModelView:
         served_version=learner.served.version, head_version=learner.head_version,
         best_version=learner.best.version, best_metric=learner.stopper.state.best,
         rounds_since_improvement=learner.stopper.state.wait,
-        validation_rows=learner.buffer.size, device=str(head.device),
+        validation_rows=learner.buffer.size, replay_rows=learner.replay.size, lr=learner.lr,
+        device=str(head.device),
         created_at=live.row.created_at,
     )  # fmt: skip
 

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from models.spec import StrictModel, Task
 from service.learning.early_stopping import Mode, StopperConfig
+from service.learning.schedule import LrSchedule, ScheduleConfig
 
 Monitor = Literal["val_loss", "val_accuracy", "val_mae", "val_r2"]
 MONITORS_BY_TASK: dict[str, set[str]] = {
@@ -15,6 +16,11 @@ MONITORS_BY_TASK: dict[str, set[str]] = {
     "binary": {"val_loss", "val_accuracy"},
     "regression": {"val_loss", "val_mae", "val_r2"},
 }
+
+
+# Fields added after models were already stored, with the values that reproduce how those
+# models learned before them: a stored section without them must replay its log bit for bit.
+BEFORE_REPLAY: dict[str, object] = {"replay": 0, "steps_per_batch": 1, "lr_schedule": "constant"}
 
 
 class TrainingConfig(StrictModel):
@@ -27,7 +33,7 @@ class TrainingConfig(StrictModel):
         default=0.1, ge=0.0, lt=1.0, description="Fraction of streamed rows kept for validation."
     )
     buffer_size: int = Field(default=2000, ge=1, le=1_000_000, description="Validation rows kept.")
-    eval_every: int = Field(default=20, ge=1, description="Optimizer steps per evaluation round.")
+    eval_every: int = Field(default=4, ge=1, description="Optimizer steps per evaluation round.")
     monitor: Monitor = "val_loss"
     mode: Literal["auto", "min", "max"] = Field(
         default="auto", description="auto: min for val_loss and val_mae, max otherwise."
@@ -44,6 +50,28 @@ class TrainingConfig(StrictModel):
     resume_on_drift: bool = True
     drift_tolerance: float = Field(default=0.1, ge=0.0)
     keep_versions: int = Field(default=20, ge=2, le=100_000)
+    replay: int = Field(
+        default=2000, ge=0, le=1_000_000,
+        description="Recent training rows kept for replay beside each new batch; 0: off.",
+    )  # fmt: skip
+    replay_ratio: float = Field(
+        default=3.0, ge=0.0, le=16.0, description="Replayed rows per new row in each step."
+    )
+    steps_per_batch: int = Field(
+        default=2, ge=1, le=64, description="Optimizer steps per mini-batch (replay redrawn)."
+    )
+    lr_schedule: LrSchedule = "constant"
+    warmup_steps: int = Field(default=100, ge=1, description="warmup: steps to reach `lr`.")
+    lr_factor: float = Field(default=0.5, gt=0.0, lt=1.0, description="reduce_on_plateau.")
+    lr_patience: int = Field(
+        default=3, ge=1, description="reduce_on_plateau: rounds without improvement."
+    )
+    min_lr: float = Field(default=1e-5, ge=0.0, description="reduce_on_plateau's floor.")
+
+    @classmethod
+    def stored(cls, data: dict[str, object]) -> Self:
+        """A section read back from a snapshot or the log (not from a client)."""
+        return cls.model_validate(BEFORE_REPLAY | data)
 
     @property
     def resolved_mode(self) -> Mode:
@@ -63,6 +91,11 @@ class TrainingConfig(StrictModel):
             stopping_threshold=self.stopping_threshold,
             divergence_threshold=self.divergence_threshold,
         )  # fmt: skip
+
+    def schedule(self) -> ScheduleConfig:
+        return ScheduleConfig(
+            self.lr_schedule, self.warmup_steps, self.lr_factor, self.lr_patience, self.min_lr
+        )
 
     def check_task(self, task: Task) -> Self:
         if self.monitor not in MONITORS_BY_TASK[task]:

@@ -13,7 +13,7 @@ All methods run on the model's writer thread; `served` is only ever replaced, ne
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -27,7 +27,9 @@ from service.learning.early_stopping import EarlyStopper, StopperState, better
 from service.learning.evaluation import Metrics, evaluate
 from service.learning.head import HeadState, TrainingHead
 from service.learning.holdout import holdout_mask
+from service.learning.replay import ReplayBuffer
 from service.learning.rules import drifted, rollback_reason
+from service.learning.schedule import Plateau, after_round, learning_rate
 from service.learning.trainer import Limits, fit
 from service.recorder import ModelRecorder
 from service.registry import Pointers
@@ -58,16 +60,20 @@ class Control:
     idle_steps: int = 0  # mini-batch-sized chunks received while stopped
     step: int = 0
     samples_seen: int = 0
+    plateau: Plateau = field(default_factory=Plateau)  # reduce_on_plateau's state
 
     def to_dict(self) -> dict[str, Any]:
-        data = self.__dict__ | {"stopper": self.stopper.to_dict()}
+        data = self.__dict__ | {"stopper": self.stopper.to_dict(), "plateau": asdict(self.plateau)}
         return dict(data)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Control:
         if not data:
             return cls()
-        return cls(**(data | {"stopper": StopperState.from_dict(data["stopper"])}))
+        plateau = Plateau(**data.get("plateau", {}))
+        return cls(
+            **(data | {"stopper": StopperState.from_dict(data["stopper"]), "plateau": plateau})
+        )
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,7 @@ class OnlineLearner:
         self.training = training
         self.stopper = EarlyStopper(training.stopper(), control.stopper)
         self.buffer = self._new_buffer(training.buffer_size)
+        self.replay = self._new_replay(training.replay)
         self.round_losses: list[tuple[float, int]] = []  # (mean loss, rows) since the last round
 
     @property
@@ -118,12 +125,14 @@ class OnlineLearner:
         train = torch.from_numpy(~mask).to(x.device)
         steps, trained, loss = 0, 0, None
         if bool(train.any()):
+            x_train, y_train = x[train], y[train]
             result = fit(
-                self.head, x[train], y[train], training=self.training, optimizer=self.optimizer,
-                limits=self.limits,
+                self.head, x_train, y_train, training=self.training, optimizer=self.optimizer,
+                limits=self.limits, replay=self.replay, lr=self.lr_at,
             )  # fmt: skip
             steps, trained, loss = result.steps, result.trained, result.train_loss
             self.round_losses.append((loss, trained))
+            self.replay.add(x_train, y_train)
         self._accept(x, y, held_out=mask)
         if self._round_due():
             self._round()
@@ -153,6 +162,7 @@ class OnlineLearner:
         metrics = evaluate(self.head.network, self.spec, *self.buffer.tensors())
         score = metrics[self.training.metric]
         self.recorder.event("round", self.head_version, self._round_record(metrics))
+        self._schedule_after_round(score)
         decision = self.stopper.update(score, self.head.step)
         if not decision.monitored:
             return
@@ -171,8 +181,32 @@ class OnlineLearner:
         self.round_losses.clear()
         return {
             "step": self.head.step, "samples_seen": self.head.samples_seen, "train_loss": loss,
+            "lr": self.lr_at(max(self.head.step - 1, 0)),  # the rate of the round's last step
             **{f"val_{k}": _finite_or_none(v) for k, v in metrics.items()},
         }  # fmt: skip
+
+    def _schedule_after_round(self, score: float) -> None:
+        before = self.lr
+        self.control.plateau = after_round(
+            self.training.schedule(), self.optimizer.lr, self.control.plateau, score,
+            self.training.resolved_mode,
+        )  # fmt: skip
+        if self.lr < before:
+            data = {
+                "step": self.head.step, "from_lr": before, "lr": self.lr,
+                "score": _finite_or_none(score),
+            }  # fmt: skip
+            self.recorder.event("lr_reduced", self.head_version, data)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next optimizer step takes."""
+        return self.lr_at(self.head.step)
+
+    def lr_at(self, step: int) -> float:
+        return learning_rate(
+            self.training.schedule(), self.optimizer.lr, step=step, plateau=self.control.plateau
+        )
 
     def _checkpoint_best(self, score: float, metrics: Metrics) -> None:
         val = {f"val_{k}": v for k, v in metrics.items()}
@@ -262,6 +296,7 @@ class OnlineLearner:
     def _forget_scores(self) -> None:
         self.stopper.reset()
         self.control.stopper = self.stopper.state
+        self.control.plateau = Plateau()  # the rate starts over too
         self.best = BestVersion(self.best.version, self.best.state, None)
 
     def stop(self) -> None:
@@ -308,6 +343,8 @@ class OnlineLearner:
             old = self.buffer.oldest_first()
             self.buffer = self._new_buffer(training.buffer_size)
             self.buffer.add(*old)
+        if training.replay != self.training.replay:
+            self.replay = self.replay.resized(training.replay)
         yardstick = (training.monitor, training.resolved_mode)
         changed = yardstick != (self.training.monitor, self.training.resolved_mode)
         self.training = training
@@ -345,6 +382,13 @@ class OnlineLearner:
         spec = self.spec
         shape: tuple[int, ...] = () if spec.task == "classification" else (spec.outputs,)
         return ValidationBuffer(capacity, spec.inputs, shape, target_dtype(spec), self.head.device)
+
+    def _new_replay(self, capacity: int) -> ReplayBuffer:
+        spec = self.spec
+        shape: tuple[int, ...] = () if spec.task == "classification" else (spec.outputs,)
+        return ReplayBuffer(
+            capacity, spec.inputs, shape, target_dtype(spec), self.head.device, seed=self.seed
+        )
 
 
 def _finite_or_none(value: float) -> float | None:

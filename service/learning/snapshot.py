@@ -1,10 +1,11 @@
 """Recovery snapshots: a learner's whole state after one log record, and its restoration.
 
 A version holds what a network knows; a snapshot holds everything the *next* step depends on:
-the head (weights, optimizer, generator, counters), the validation buffer slot for slot, the
-controller's state, the loss accumulated since the last round, the training section in force,
-the served/head/best pointers and the batch ids not yet recorded with a version. Replaying
-the log after a snapshot therefore reproduces the learner bit for bit.
+the head (weights, optimizer, generator, counters), the validation and replay buffers slot for
+slot, the replay buffer's generator, the controller's state (the learning-rate schedule's
+included), the loss accumulated since the last round, the training section in force, the
+served/head/best pointers and the batch ids not yet recorded with a version. Replaying the
+log after a snapshot therefore reproduces the learner bit for bit.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from service.learning.config import TrainingConfig
 from service.learning.learner import Control, OnlineLearner
+from service.learning.replay import ReplayState
 from service.weights import Checkpoint
 
 
@@ -27,19 +29,24 @@ class VersionPointers:
 def capture(learner: OnlineLearner, *, seq: int, unrecorded_ids: list[str]) -> Checkpoint:
     head = learner.head.checkpoint()
     x, y, next_slot = learner.buffer.ring()
+    replay = learner.replay.state()
     meta = head.meta | {
         "seq": seq,
         "control": learner.control_state(),
         "round_losses": learner.round_losses,
         "training": learner.training.model_dump(),
         "buffer_next": next_slot,
+        "replay_next": replay.next_slot,
         "pointers": {
             "served": learner.served.version, "head": learner.head_version,
             "best": learner.best.version,
         },
         "unrecorded_ids": unrecorded_ids,
     }  # fmt: skip
-    return Checkpoint(head.network, head.optimizer, head.rng, meta, {"buffer_x": x, "buffer_y": y})
+    extra = {"buffer_x": x, "buffer_y": y, "replay_x": replay.x, "replay_y": replay.y}
+    return Checkpoint(
+        head.network, head.optimizer, head.rng, meta, extra | {"replay_rng": replay.rng}
+    )
 
 
 @dataclass(frozen=True)
@@ -56,16 +63,25 @@ def describe(snapshot: Checkpoint) -> Restored:
     return Restored(
         seq=int(meta["seq"]),
         control=Control.from_dict(meta["control"]),
-        training=TrainingConfig.model_validate(meta["training"]),
+        training=TrainingConfig.stored(meta["training"]),
         pointers=VersionPointers(**meta["pointers"]),
         unrecorded_ids=list(meta["unrecorded_ids"]),
     )
 
 
 def restore_into(learner: OnlineLearner, snapshot: Checkpoint) -> None:
-    """Loads the head, the buffer and the round accumulator (the rest is constructor state)."""
+    """Loads the head, the buffers, the replay generator and the round accumulator (the rest
+    is constructor state)."""
     learner.head.load_checkpoint(snapshot)
     learner.buffer.load_ring(
         snapshot.extra["buffer_x"], snapshot.extra["buffer_y"], int(snapshot.meta["buffer_next"])
     )
+    if "replay_rng" in snapshot.extra:  # snapshots from before replay existed have none
+        extra = snapshot.extra
+        learner.replay.load(
+            ReplayState(
+                extra["replay_x"], extra["replay_y"], int(snapshot.meta["replay_next"]),
+                extra["replay_rng"],
+            )
+        )  # fmt: skip
     learner.round_losses = [(float(v), int(n)) for v, n in snapshot.meta["round_losses"]]

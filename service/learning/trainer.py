@@ -1,6 +1,7 @@
 """The partial-fit transaction: mini-batch steps that either all apply or leave no trace.
 
-A request is split into mini-batches of `batch_size` rows, one optimizer step each. After the
+A request is split into mini-batches of `batch_size` rows, `steps_per_batch` optimizer steps
+each, every step on the mini-batch plus rows drawn from the replay buffer. After the
 last step one check (one device sync) looks at every loss, gradient norm, parameter and buffer;
 if anything is non-finite or beyond the configured bounds, the head is restored bit for bit
 from the copy taken before the first step and the batch is refused with the reason.
@@ -8,6 +9,7 @@ from the copy taken before the first step and the batch is refused with the reas
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +20,7 @@ from service import crashpoints
 from service.errors import BatchRejected
 from service.learning.config import TrainingConfig
 from service.learning.head import TrainingHead
+from service.learning.replay import ReplayBuffer
 
 
 @dataclass(frozen=True)
@@ -44,27 +47,52 @@ def fit(
     training: TrainingConfig,
     optimizer: OptimizerSpec,
     limits: Limits,
+    replay: ReplayBuffer | None = None,
+    lr: Callable[[int], float] | None = None,
 ) -> FitResult:
-    before = head.state()
-    losses: list[torch.Tensor] = []
-    norms: list[torch.Tensor] = []
+    """`lr(step)` gives each step's learning rate; `replay` lends rows to every step (its
+    generator is part of the transaction; its rows are added by the caller, after)."""
+    before, replay_rng = head.state(), replay.generator.get_state() if replay else None
+    taken: list[tuple[torch.Tensor, torch.Tensor, int]] = []  # (loss, grad norm, rows) per step
     for start in range(0, inputs.shape[0], training.batch_size):
         x = inputs[start : start + training.batch_size]
         y = targets[start : start + training.batch_size]
-        loss, norm = _step(head, x, y, training=training, optimizer=optimizer, limits=limits)
-        losses.append(loss)
-        norms.append(norm)
-        head.step += 1
+        if head.network.normalizer is not None:
+            head.network.normalizer.update(x)  # new training rows only, once: never on predict
+        for _ in range(training.steps_per_batch):
+            xs, ys = _with_replay(x, y, replay, training.replay_ratio)
+            if lr is not None:
+                _set_lr(head, lr(head.step))
+            loss, norm = _step(head, xs, ys, training=training, optimizer=optimizer, limits=limits)
+            taken.append((loss, norm, xs.shape[0]))
+            head.step += 1
         head.samples_seen += x.shape[0]
         crashpoints.hit("mid_step")
-    step_losses = torch.stack(losses)
-    reason = _rejection_reason(head, step_losses, torch.stack(norms), limits)
+    losses = torch.stack([loss for loss, _, _ in taken])
+    reason = _rejection_reason(head, losses, torch.stack([norm for _, norm, _ in taken]), limits)
     if reason is not None:
         head.load_state(before)
+        if replay is not None and replay_rng is not None:
+            replay.generator.set_state(replay_rng)
         raise BatchRejected(f"batch refused, nothing applied: {reason}", field="inputs")
-    sizes = _batch_sizes(inputs.shape[0], training.batch_size)
-    mean_loss = float((step_losses.cpu() * sizes).sum()) / inputs.shape[0]
-    return FitResult(len(losses), inputs.shape[0], mean_loss)
+    sizes = torch.tensor([rows for _, _, rows in taken], dtype=torch.float32)
+    mean_loss = float((losses.cpu() * sizes).sum()) / float(sizes.sum())  # per row stepped on
+    return FitResult(len(taken), inputs.shape[0], mean_loss)
+
+
+def _with_replay(
+    x: torch.Tensor, y: torch.Tensor, replay: ReplayBuffer | None, ratio: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The new rows, then replayed ones (`ratio` per new row) when the buffer has any."""
+    drawn = replay.sample(round(ratio * x.shape[0])) if replay is not None else None
+    if drawn is None:
+        return x, y
+    return torch.cat([x, drawn[0]]), torch.cat([y, drawn[1].reshape(-1, *y.shape[1:])])
+
+
+def _set_lr(head: TrainingHead, lr: float) -> None:
+    for group in head.optimizer.param_groups:
+        group["lr"] = lr
 
 
 def _step(
@@ -77,8 +105,6 @@ def _step(
     limits: Limits,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     network = head.network
-    if network.normalizer is not None:
-        network.normalizer.update(x)  # training rows only: predict never moves the statistics
     if training.augment_noise > 0.0:
         noise = torch.randn(x.shape, generator=head.generator, device=x.device)
         x = x + noise * training.augment_noise
@@ -124,9 +150,3 @@ def _rejection_reason(
         "the normalizer's statistics would be non-finite",
     ]
     return next((reason for reason, failed in zip(reasons, checks, strict=True) if failed), None)
-
-
-def _batch_sizes(rows: int, batch_size: int) -> torch.Tensor:
-    full, rest = divmod(rows, batch_size)
-    sizes = [batch_size] * full + ([rest] if rest else [])
-    return torch.tensor(sizes, dtype=torch.float32)

@@ -25,7 +25,9 @@ from tests.models.examples import inputs, network_spec, optimizer_examples, targ
 
 CPU = torch.device("cpu")
 SPEC = network_spec(task="classification", outputs=3, hidden=[5, 4], dropout=0.25)
-TRAINING = TrainingConfig.model_validate({"batch_size": 4, "augment_noise": 0.1})
+TRAINING = TrainingConfig.model_validate(
+    {"batch_size": 4, "augment_noise": 0.1, "steps_per_batch": 1}
+)
 LIMITS = Limits(max_weight_abs=1e6, max_grad_norm=1e6)
 EVERY_OPTIMIZER = pytest.mark.parametrize("optimizer", optimizer_examples())
 

@@ -1,0 +1,177 @@
+"""Learning quality: prequential (test-then-train) accuracy of the service's defaults, over
+HTTP, beside the online learners people reach for, on the same rows in the same order.
+
+    python -m bench.prequential [--passes 5] [--chunk 128] [--npy] [--smoke]
+    python -m bench.prequential --only service --training steps_per_batch=1 --optimizer lr=0.001
+
+Streams: scikit-learn's digits (1,797 rows, 64 features, 10 classes) and breast cancer (569
+rows, 30 features, binary), each repeated in `--passes` shuffled passes. Every learner sees
+the stream in chunks of `--chunk` rows (one HTTP request each for the service): it predicts
+a chunk with the model as it stands (for the service: the served version, `POST .../predict`),
+then learns it (`POST .../partial-fit`). The service's model is created with only `task`,
+`inputs` and `outputs`: every other field at its default. Beside it: River's
+`StandardScaler | LogisticRegression` (one-vs-rest for digits), scikit-learn's
+`MLPClassifier(64).partial_fit` per chunk, and a raw PyTorch loop (the same 64-unit MLP,
+Adam 1e-3, no scaling) at batch 1 and batch 32. Learning samples/s: rows ÷ seconds spent in
+the learn call (an HTTP round trip for the service).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from bench.common import Options, Row, options, report
+from bench.learners import (
+    Learner,
+    RiverLogistic,
+    Score,
+    Service,
+    SklearnMLP,
+    Stream,
+    TorchLoop,
+    prequential,
+    stream,
+)
+from bench.servers import gradual
+
+STREAMS = ("digits", "cancer")
+SMOKE_ROWS = 400
+Baseline = Callable[[Stream], Learner]
+BASELINES: dict[str, Baseline] = {
+    "river": RiverLogistic,
+    "sklearn": SklearnMLP,
+    "torch1": lambda data: TorchLoop(data, batch=1),
+    "torch32": lambda data: TorchLoop(data, batch=32),
+}
+
+
+def extend(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--passes", type=int, default=5, help="shuffled passes per stream")
+    parser.add_argument("--chunk", type=int, default=128, help="rows per request (per chunk)")
+    parser.add_argument(
+        "--npy", action="store_true", help="partial-fit bodies as .npy instead of JSON"
+    )
+    parser.add_argument(
+        "--only", choices=["service", *BASELINES], action="append", help="(repeatable)"
+    )
+    for section in ("training", "optimizer", "spec"):
+        parser.add_argument(
+            f"--{section}", action="append", default=[], metavar="KEY=JSON",
+            help=f"override a `{section}` field of the service's model (repeatable)",
+        )  # fmt: skip
+
+
+def model_body(name: str, data: Stream, args: argparse.Namespace) -> dict[str, Any]:
+    """Only task, inputs and outputs, unless a tuning run overrides a field."""
+    outputs = 1 if data.task == "binary" else data.classes
+    body: dict[str, Any] = {
+        "name": name,
+        "spec": {"task": data.task, "inputs": data.features, "outputs": outputs},
+    }
+    for section in ("training", "optimizer", "spec"):
+        fields = dict(item.split("=", 1) for item in getattr(args, section))
+        if fields:
+            body[section] = body.get(section, {}) | {k: orjson.loads(v) for k, v in fields.items()}
+    return body
+
+
+def streams(opts: Options) -> list[Stream]:
+    passes = 1 if opts.smoke else opts.args.passes
+    found = [stream(name, passes) for name in STREAMS]
+    if opts.smoke:
+        found = [
+            Stream(s.name, s.x[:SMOKE_ROWS], s.y[:SMOKE_ROWS], s.classes, SMOKE_ROWS) for s in found
+        ]
+    return found
+
+
+def measure(opts: Options) -> dict[str, list[Score]]:
+    chosen = opts.args.only or ["service", *BASELINES]
+    scores: dict[str, list[Score]] = {}
+    data = streams(opts)
+    for each in data:
+        scores[each.name] = [
+            prequential(BASELINES[name](each), each, opts.args.chunk)
+            for name in BASELINES
+            if name in chosen
+        ]
+    if "service" in chosen:
+        with gradual(opts) as server:
+            for each in data:
+                body = model_body(each.name, each, opts.args)
+                label = f"Gradual over HTTP (defaults{', .npy' if opts.args.npy else ''})"
+                service = Service(each, server, body, label, npy=opts.args.npy)
+                try:
+                    scores[each.name].insert(0, prequential(service, each, opts.args.chunk))
+                    _note_state(service, each)
+                finally:
+                    service.close()
+    return scores
+
+
+def _note_state(service: Service, data: Stream) -> None:
+    state = service.state()
+    print(
+        f"{data.name}: state {state['state']} ({state['stopping_reason']}), step {state['step']}, "
+        f"served v{state['served_version']}, lr {state.get('lr')}, head prequential accuracy "
+        f"{service.head_correct / len(data.y):.4f}",
+        flush=True,
+    )
+
+
+def table(data: Stream, scores: list[Score], opts: Options) -> None:
+    passes = len(data.y) // data.pass_rows
+    title = f"{data.name} × {passes} pass(es), {len(data.y):,} rows, chunks of {opts.args.chunk}"
+    out = Table(title=title)
+    columns = ("learner", "acc. pass 1", "acc. all", "log loss", "samples/s", "per CPU-s")
+    for column in columns:
+        out.add_column(column, justify="left" if column == "learner" else "right")
+    for s in scores:
+        out.add_row(
+            s.learner, f"{s.first_pass:.4f}", f"{s.accuracy:.4f}", f"{s.log_loss:.4f}",
+            f"{s.samples_per_s:,.0f}", f"{s.per_cpu_s:,.0f}",
+        )  # fmt: skip
+    Console(width=160).print(out)
+
+
+def figures(scores: dict[str, list[Score]]) -> list[Row]:
+    digits, cancer = scores["digits"], scores["cancer"]
+    if not digits or not digits[0].learner.startswith("Gradual"):
+        return []
+    service, rows = digits[0], []
+    rows.append(Row("digits prequential accuracy, HTTP defaults", f"{service.accuracy:.4f}", "-",
+                    service.accuracy, "≥ 0.95", unit="accuracy"))  # fmt: skip
+    rows.append(Row("learning throughput, HTTP defaults (digits)",
+                    f"{service.samples_per_s:,.0f} samples/s", "-", service.samples_per_s,
+                    "≥ 10000", unit="samples/s"))  # fmt: skip
+    batch1 = next((s for s in digits if s.learner.endswith("batch 1")), None)
+    if batch1 is not None:
+        rows.append(Row("learning throughput ÷ raw PyTorch batch 1 (digits)",
+                        f"{service.samples_per_s:,.0f}", f"{batch1.samples_per_s:,.0f}",
+                        service.samples_per_s / batch1.samples_per_s, "≥ 8"))  # fmt: skip
+    if len(cancer) > 1:
+        best = max(cancer[1:], key=lambda s: s.accuracy)
+        rows.append(Row("cancer prequential accuracy − best baseline", f"{cancer[0].accuracy:.4f}",
+                        f"{best.accuracy:.4f} ({best.learner})",
+                        cancer[0].accuracy - best.accuracy, "≥ 0", unit="accuracy"))  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    opts = options(__doc__ or "", runs=1, extend=extend)
+    torch.set_num_threads(1)  # as the server's GRADUAL_TORCH_THREADS=1
+    scores = measure(opts)
+    for data in streams(opts):
+        table(data, scores[data.name], opts)
+    report("Learning quality: the service's defaults against the baselines", figures(scores))
+
+
+if __name__ == "__main__":
+    main()
