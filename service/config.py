@@ -18,6 +18,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path(".gradual"), description="SQLite file and weights live here."
     )
+    weights_dir: Path | None = Field(
+        default=None,
+        description="Version files and snapshots; default: the data dir's weights/. Replicas "
+        "share it.",
+    )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite file in the data dir."
     )
@@ -113,8 +118,8 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{(self.data_dir / 'gradual.db').resolve()}"
 
     @property
-    def weights_dir(self) -> Path:
-        return self.data_dir / "weights"
+    def weights_root(self) -> Path:
+        return self.weights_dir or self.data_dir / "weights"
 
     @property
     def wal_dir(self) -> Path:

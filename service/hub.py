@@ -107,7 +107,9 @@ class ModelHub:
         info = describe(snapshot)
         head = self._new_head(row)
         best_state = head.state_from(self._read(row, info.pointers.best))
-        recorded = self.registry.applied_batch_ids(row.id, limit=self.settings.batch_id_memory)
+        recorded = self.registry.applied_batch_ids(
+            row.id, limit=self.settings.batch_id_memory, through_seq=seq
+        )
         learner = self._learner(
             row, head, self._load_version(row, info.pointers.served),
             BestVersion(info.pointers.best, best_state, info.control.stopper.best),

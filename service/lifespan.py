@@ -36,7 +36,7 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
         engine = make_engine(url)
         metrics: Metrics = app.state.metrics
         registry = Registry(make_sessionmaker(engine))
-        hub = ModelHub(settings, registry, WeightStore(settings.weights_dir), metrics=metrics)
+        hub = ModelHub(settings, registry, WeightStore(settings.weights_root), metrics=metrics)
         metrics.watch_models(hub.all)
         app.state.settings = settings
         app.state.hub = hub

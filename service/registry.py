@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -167,12 +167,20 @@ class Registry:
                 row.status = "archived"
             return [row.weights_path for row in doomed]
 
-    def applied_batch_ids(self, model_id: int, *, limit: int) -> list[str]:
-        """The newest `limit` recorded batch ids, oldest first."""
+    def applied_batch_ids(self, model_id: int, *, limit: int, through_seq: int) -> list[str]:
+        """The newest `limit` batch ids recorded by versions whose state a snapshot at log
+        record `through_seq` includes, oldest first. Ids recorded later are left out: a replay
+        must apply their batches again (its checkpoints then find those versions)."""
+        included = or_(VersionRow.applied_seq.is_(None), VersionRow.applied_seq <= through_seq)
         with self._sessions() as session:
             ids = session.scalars(
                 select(AppliedBatchRow.batch_id)
-                .where(AppliedBatchRow.model_id == model_id)
+                .join(
+                    VersionRow,
+                    (VersionRow.model_id == AppliedBatchRow.model_id)
+                    & (VersionRow.number == AppliedBatchRow.version),
+                )
+                .where(AppliedBatchRow.model_id == model_id, included)
                 .order_by(AppliedBatchRow.id.desc())
                 .limit(limit)
             ).all()

@@ -39,9 +39,6 @@ from tests.deploy.stackfiles import (
 # Settings the compose stack passes that other issues are adding right now; each must become a
 # field of service.config.Settings when its issue lands (then drop it from here).
 PENDING_SETTINGS = {
-    "GRADUAL_REDIS_URL": "issue 4 (Redis mode)",
-    "GRADUAL_WEIGHTS_DIR": "issue 4 (a weights folder shared by the replicas)",
-    "GRADUAL_LEASE_TTL_S": "issue 4 (model leases)",
     "GRADUAL_API_TOKENS": "issue 8 (access control)",
     "GRADUAL_TRUSTED_HOSTS": "issue 8 (access control)",
 }

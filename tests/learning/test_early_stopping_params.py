@@ -311,7 +311,7 @@ def test_keep_versions_archives_old_versions_but_keeps_served_and_best(
     listing = client.get("/v1/models/kept/versions").json()["versions"]
     status = {v["version"]: v["status"] for v in listing}
     assert status == {v: "ready" if v in ready else "archived" for v in range(1, 8)}
-    files = list(Path(settings.weights_dir).glob("m*/*.safetensors"))  # version files only
+    files = list(Path(settings.weights_root).glob("m*/*.safetensors"))  # version files only
     assert len(files) == len(ready)
     archived = client.post("/v1/models/kept/predict", json={"inputs": PROBE, "version": 3})
     assert archived.status_code == 410
