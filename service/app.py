@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from service.api import (
     dashboard,
@@ -15,6 +16,7 @@ from service.api import (
     training,
     versions,
 )
+from service.api.guards import HostGuard, NameGuard
 from service.api.limits import RequestEdge
 from service.config import Settings
 from service.lifespan import lifespan_for
@@ -43,6 +45,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(telemetry.router)
     app.include_router(oip.router)
     app.include_router(dashboard.router)
+    # The last added runs first: host check, CORS, metrics, name check, body limits, route.
     app.add_middleware(RequestEdge, max_bytes=settings.max_body_bytes)
+    app.add_middleware(NameGuard)
     app.add_middleware(RequestMetrics, metrics=metrics)
+    if settings.cors_origins:  # off by default: browsers then refuse cross-origin reads
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["authorization", "content-type", "last-event-id"],
+            expose_headers=["retry-after", "www-authenticate"],
+            max_age=600,
+        )
+    app.add_middleware(HostGuard, hosts=settings.trusted_hosts)
     return app

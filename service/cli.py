@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 import uvicorn
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -24,12 +25,15 @@ app = typer.Typer(help="Gradual: online learning for PyTorch models.", no_args_i
 def serve(
     host: str | None = typer.Option(None, help="Bind address (default GRADUAL_HOST)."),
     port: int | None = typer.Option(None, help="Port (default GRADUAL_PORT)."),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="Allow a non-loopback bind without API tokens (open API)."
+    ),
 ) -> None:
     """Start the HTTP service (runs migrations first)."""
     from service.app import create_app
 
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    options = {"host": host, "port": port, "insecure": insecure or None}
+    settings = _settings(**{k: v for k, v in options.items() if v is not None})
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
@@ -40,6 +44,16 @@ def serve(
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
     )
+
+
+def _settings(**overrides: object) -> Settings:
+    """Settings from the environment and options; a refusal is a message, not a traceback."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        for problem in exc.errors():
+            typer.echo(f"gradual: {problem['msg'].removeprefix('Value error, ')}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -14,6 +14,28 @@ class GradualError(Exception):
         self.field = field
 
 
+class Unauthorized(GradualError):
+    """No bearer token, or one the service does not know."""
+
+    code = "unauthorized"
+
+
+class Forbidden(GradualError):
+    """A known token whose scope does not cover the route."""
+
+    code = "forbidden"
+
+    def __init__(self, message: str, *, scope: str) -> None:
+        super().__init__(message)
+        self.scope = scope
+
+
+class UntrustedHost(GradualError):
+    """The Host header is not in GRADUAL_TRUSTED_HOSTS (DNS rebinding)."""
+
+    code = "untrusted_host"
+
+
 class NotFound(GradualError):
     code = "not_found"
 

@@ -42,6 +42,7 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
         await hub.load_all()
         app.state.loaded = True
         log.info("gradual ready: %d models on %s", len(hub.all()), hub.device)
+        _log_access(settings)
         try:
             yield
         finally:
@@ -49,3 +50,18 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
             engine.dispose()
 
     return lifespan
+
+
+def _log_access(settings: Settings) -> None:
+    if settings.auth_enabled:
+        log.info("access: bearer tokens required (%d configured)", len(settings.api_tokens))
+    elif settings.insecure:
+        log.warning(
+            "no API tokens and --insecure: anyone who reaches %s may do anything", settings.host
+        )
+    else:
+        log.warning(
+            "no API tokens configured: the API is open, so it listens on %s (loopback) only; "
+            "set GRADUAL_API_TOKENS to serve a network (see SECURITY.md)",
+            settings.host,
+        )

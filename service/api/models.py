@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel
 
+from service.api.access import ADMIN, READ, WRITE
 from service.api.bodies import (
     NDJSON,
     NPY,
@@ -54,28 +55,28 @@ def _documented_body(model: type[BaseModel], *, stream: bool = False) -> dict[st
     return {"requestBody": {"required": True, "content": content}}
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=ADMIN)
 async def create_model(body: CreateModel, hub: HubDep) -> ModelView:
     return model_view(await hub.create(body))
 
 
-@router.get("")
+@router.get("", dependencies=READ)
 async def list_models(hub: HubDep) -> ModelList:
     return ModelList(models=[model_view(live) for live in hub.all()])
 
 
-@router.get("/{name}")
+@router.get("/{name}", dependencies=READ)
 async def get_model(name: NameParam, hub: HubDep) -> ModelView:
     return model_view(hub.live(name))
 
 
-@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, dependencies=ADMIN)
 async def delete_model(name: NameParam, hub: HubDep) -> Response:
     await hub.delete(name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{name}/predict", openapi_extra=_documented_body(PredictRequest))
+@router.post("/{name}/predict", openapi_extra=_documented_body(PredictRequest), dependencies=READ)
 async def predict(
     name: NameParam, request: Request, hub: HubDep, settings: SettingsDep,
     version: Annotated[int | None, Query(ge=1, description="Binary bodies: the version.")] = None,
@@ -98,6 +99,7 @@ async def predict(
     openapi_extra=_documented_body(FitRequest, stream=True),
     response_model=FitResponse,
     responses={202: {"model": QueuedResponse}, 429: {"model": ErrorBody}},
+    dependencies=WRITE,
 )
 async def partial_fit(
     name: NameParam, request: Request, hub: HubDep, settings: SettingsDep,
@@ -124,7 +126,9 @@ async def partial_fit(
     return fit_view(hub.live(name), outcome, batch.batch_id)
 
 
-@router.post("/{name}/validation", openapi_extra=_documented_body(ValidationRequest))
+@router.post(
+    "/{name}/validation", openapi_extra=_documented_body(ValidationRequest), dependencies=WRITE
+)
 async def add_validation(
     name: NameParam, request: Request, hub: HubDep, settings: SettingsDep
 ) -> ValidationView:
@@ -135,6 +139,6 @@ async def add_validation(
     return validation_view(hub.live(name))
 
 
-@router.get("/{name}/validation")
+@router.get("/{name}/validation", dependencies=READ)
 async def get_validation(name: NameParam, hub: HubDep) -> ValidationView:
     return validation_view(hub.live(name))

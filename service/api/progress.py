@@ -9,13 +9,14 @@ import orjson
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
+from service.api.access import READ
 from service.api.deps import HubDep, NameParam
 from service.api.views import event_view
 from service.db.tables import EventRow
 from service.hub import ModelHub
 from service.schemas import History, HistoryMarker
 
-router = APIRouter(prefix="/v1/models/{name}", tags=["progress"])
+router = APIRouter(prefix="/v1/models/{name}", tags=["progress"], dependencies=READ)
 
 KEEPALIVE_S = 15.0
 MARKERS = ("checkpoint", "promote", "rollback", "early_stop", "drift", "resume", "stop")
