@@ -11,6 +11,7 @@ from service.api import (
     health,
     models,
     oip,
+    openapi,
     progress,
     telemetry,
     training,
@@ -19,8 +20,10 @@ from service.api import (
 from service.api.guards import HostGuard, NameGuard
 from service.api.limits import RequestEdge
 from service.config import Settings
+from service.inference import ProtocolError
 from service.lifespan import lifespan_for
 from service.metrics import Metrics, RequestMetrics
+from service.schemas import ErrorBody
 
 # Every route of the API, in routing order (the access tests walk these).
 ROUTERS: tuple[APIRouter, ...] = (
@@ -49,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
     app.state.metrics = metrics
     errors.install(app)
+    openapi.install(app, ErrorBody.model_json_schema(), ProtocolError.model_json_schema())
     for router in ROUTERS:
         app.include_router(router)
     # The last added runs first: host check, CORS, metrics, name check, body limits, route.

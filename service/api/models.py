@@ -22,6 +22,7 @@ from service.api.responses import DuplexStreamingResponse, FastJSONResponse
 from service.api.views import fit_view, model_view, validation_view
 from service.batches import matrix_from
 from service.schemas import (
+    MAX_VERSION,
     CreateModel,
     ErrorBody,
     FitRequest,
@@ -42,6 +43,7 @@ NPY_HELP = (
     "NumPy .npy: the inputs array (N, features), or a structured array with fields "
     "`inputs` (features,) and `targets`. Loaded with allow_pickle=False."
 )
+NDJSON_ANSWER = "An NDJSON body is answered with one JSON line per batch, then a summary."
 SAFETENSORS_HELP = "safetensors: tensors named `inputs` and (for training) `targets`."
 
 
@@ -79,7 +81,9 @@ async def delete_model(name: NameParam, hub: HubDep) -> Response:
 @router.post("/{name}/predict", openapi_extra=_documented_body(PredictRequest), dependencies=READ)
 async def predict(
     name: NameParam, request: Request, hub: HubDep, settings: SettingsDep,
-    version: Annotated[int | None, Query(ge=1, description="Binary bodies: the version.")] = None,
+    version: Annotated[
+        int | None, Query(ge=1, le=MAX_VERSION, description="Binary bodies: the version.")
+    ] = None,
 ) -> PredictResponse:  # fmt: skip
     spec = hub.live(name).spec
     fields = await payload(request, allowed={"inputs", "version"})
@@ -98,7 +102,11 @@ async def predict(
     "/{name}/partial-fit",
     openapi_extra=_documented_body(FitRequest, stream=True),
     response_model=FitResponse,
-    responses={202: {"model": QueuedResponse}, 429: {"model": ErrorBody}},
+    responses={
+        200: {"content": {NDJSON: {"schema": {"type": "string", "description": NDJSON_ANSWER}}}},
+        202: {"model": QueuedResponse},
+        429: {"model": ErrorBody},
+    },
     dependencies=WRITE,
 )
 async def partial_fit(

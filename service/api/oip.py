@@ -37,6 +37,7 @@ from service.inference import (
     ServerMetadata,
     ServerReady,
 )
+from service.schemas import MAX_VERSION
 
 log = logging.getLogger("gradual.api")
 
@@ -46,7 +47,9 @@ BINARY_REFUSED = (
     "send data as JSON (tritonclient: set_data_from_numpy(..., binary_data=False))"
 )
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
-VersionParam = Annotated[int, Path(ge=1, description="The model version, as a number.")]
+VersionParam = Annotated[
+    int, Path(ge=1, le=MAX_VERSION, description="The model version, as a number.")
+]
 
 
 class ProtocolRoute(APIRoute):

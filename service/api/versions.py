@@ -10,6 +10,8 @@ from service.api.access import ADMIN, READ, WRITE
 from service.api.deps import HubDep, NameParam
 from service.api.views import event_view, version_view
 from service.schemas import (
+    MAX_EVENT_ID,
+    MAX_VERSION,
     EventList,
     PromoteRequest,
     RollbackRequest,
@@ -41,7 +43,7 @@ async def list_versions(name: NameParam, hub: HubDep) -> VersionList:
 
 @router.get("/versions/{version}", dependencies=READ)
 async def get_version(
-    name: NameParam, version: Annotated[int, Path(ge=1)], hub: HubDep
+    name: NameParam, version: Annotated[int, Path(ge=1, le=MAX_VERSION)], hub: HubDep
 ) -> VersionView:
     row = await hub.version_row(name, version)
     return version_view(row, served_version=hub.live(name).learner.served.version)
@@ -63,7 +65,7 @@ async def promote(name: NameParam, body: PromoteRequest, hub: HubDep) -> Version
 
 @router.get("/events", dependencies=READ)
 async def list_events(
-    name: NameParam, hub: HubDep, since: Annotated[int, Query(ge=0)] = 0
+    name: NameParam, hub: HubDep, since: Annotated[int, Query(ge=0, le=MAX_EVENT_ID)] = 0
 ) -> EventList:
     rows = await hub.events(name, since)
     return EventList(model=name, events=[event_view(row) for row in rows])
