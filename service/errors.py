@@ -93,6 +93,15 @@ class VersionUnavailable(GradualError):
     code = "version_unavailable"
 
 
+class ModelUnavailable(GradualError):
+    """The model exists but did not load at start (see /readyz): retry once it is repaired."""
+
+    code = "model_unavailable"
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"model {name!r} did not load at start: {reason}", field="name")
+
+
 class BodyTooLarge(GradualError):
     code = "body_too_large"
 

@@ -24,7 +24,13 @@ from service import commands
 from service.commands import Executor
 from service.config import Settings
 from service.db.tables import EventRow, ModelRow, VersionRow
-from service.errors import InvalidInput, ModelExists, ModelNotFound, VersionUnavailable
+from service.errors import (
+    InvalidInput,
+    ModelExists,
+    ModelNotFound,
+    ModelUnavailable,
+    VersionUnavailable,
+)
 from service.learning.config import TrainingConfig
 from service.learning.head import TrainingHead
 from service.learning.learner import BestVersion, Control, OnlineLearner
@@ -79,6 +85,8 @@ class ModelHub:
         try:
             return self._models[name]
         except KeyError:
+            if name in self.failed:  # known, but not loaded: a 503, not a 404
+                raise ModelUnavailable(name, self.failed[name]) from None
             raise ModelNotFound(name) from None
 
     def all(self) -> list[LiveModel]:

@@ -26,6 +26,7 @@ STATUS: dict[type[errors.GradualError], int] = {
     errors.UnsupportedMediaType: 415,
     errors.InvalidInput: 422,
     errors.QueueFull: 429,
+    errors.ModelUnavailable: 503,
 }
 
 
