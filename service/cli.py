@@ -65,6 +65,43 @@ def migrate() -> None:
     typer.echo(f"database at head: {settings.resolved_database_url.split('@')[-1]}")
 
 
+@app.command()
+def check(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report only; change nothing.")
+    ] = False,
+    grace: Annotated[
+        float, typer.Option(help="Leave files younger than this many seconds (a live service).")
+    ] = 60.0,
+) -> None:
+    """Verify the registry against the weight store; repair what is safe (see SECURITY.md).
+
+    Missing or corrupt version files are marked `missing` / `corrupt` (refused with a 410);
+    files no version refers to are deleted. Exit status 1 when anything was found."""
+    from service import consistency
+    from service.db.engine import make_engine, make_sessionmaker
+    from service.registry import Registry
+
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrations.upgrade(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        registry = Registry(make_sessionmaker(engine))
+        report = consistency.check(
+            registry, settings.weights_dir, repair=not dry_run, grace_s=grace
+        )
+    finally:
+        engine.dispose()
+    for finding in report.findings:
+        typer.echo(finding.describe())
+    typer.echo(
+        f"{report.versions} versions, {report.files} files checked: "
+        + ("consistent" if report.consistent else f"{len(report.findings)} findings")
+    )
+    raise typer.Exit(0 if report.consistent else 1)
+
+
 # -- talking to a running service ---------------------------------------------------------
 
 Url = Annotated[str, typer.Option(envvar="GRADUAL_URL", help="The service's base URL.")]

@@ -10,7 +10,7 @@ import torch
 from anyio import to_thread
 from fastapi import FastAPI
 
-from service import crashpoints
+from service import consistency, crashpoints
 from service.config import Settings
 from service.db import migrate
 from service.db.engine import make_engine, make_sessionmaker
@@ -34,6 +34,7 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
         engine = make_engine(url)
         metrics: Metrics = app.state.metrics
         registry = Registry(make_sessionmaker(engine))
+        await to_thread.run_sync(_check_store, registry, settings)
         hub = ModelHub(settings, registry, WeightStore(settings.weights_dir), metrics=metrics)
         metrics.watch_models(hub.all)
         app.state.settings = settings
@@ -65,3 +66,18 @@ def _log_access(settings: Settings) -> None:
             "set GRADUAL_API_TOKENS to serve a network (see SECURITY.md)",
             settings.host,
         )
+
+
+def _check_store(registry: Registry, settings: Settings) -> None:
+    """`gradual check` at start, before anything writes: logs and repairs, never stops the start."""
+    try:
+        report = consistency.check(registry, settings.weights_dir, repair=True)
+    except Exception:  # a start must not fail on its own self-check
+        log.exception("consistency check failed; starting anyway")
+        return
+    for finding in report.findings:
+        log.warning("consistency: %s", finding.describe())
+    log.info(
+        "consistency: %d versions and %d files checked, %d findings",
+        report.versions, report.files, len(report.findings),
+    )  # fmt: skip
