@@ -105,6 +105,8 @@ class Settings(BaseSettings):
             if path:
                 text = access.read_token_file(Path(path))
                 pairs += access.parse_pairs(text, source=f"api_tokens_file {path}")
+                if not pairs:  # auth was asked for: an empty file must not switch it off
+                    raise ValueError(f"api_tokens_file {path} holds no scope=token pair")
             data = {**data, "api_tokens": access.hashed(pairs)}
         return data
 

@@ -200,6 +200,13 @@ def test_a_token_file_is_read_with_comments_and_merged(
         assert client.post(M, json=model_body("m"), headers=headers).status_code == 201
 
 
+def test_an_empty_token_file_is_refused_rather_than_leaving_the_api_open(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# nothing yet\n")
+    with pytest.raises(ValidationError, match="holds no scope=token pair"):
+        Settings(api_tokens_file=tokens)
+
+
 def test_settings_keep_only_digests_of_the_tokens(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(api_tokens=TOKENS)
     dumped = repr(settings) + settings.model_dump_json()
