@@ -17,7 +17,7 @@ from service.api import (
     training,
     versions,
 )
-from service.api.guards import HostGuard, NameGuard
+from service.api.guards import HostGuard, NameGuard, OriginGuard
 from service.api.limits import RequestEdge
 from service.config import Settings
 from service.inference import ProtocolError
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     openapi.install(app, ErrorBody.model_json_schema(), ProtocolError.model_json_schema())
     for router in ROUTERS:
         app.include_router(router)
-    # The last added runs first: host check, CORS, metrics, name check, body limits, route.
+    # The last added runs first: host, cross-site writes, CORS, metrics, name, body limits.
     app.add_middleware(RequestEdge, max_bytes=settings.max_body_bytes)
     app.add_middleware(NameGuard)
     app.add_middleware(RequestMetrics, metrics=metrics)
@@ -68,5 +68,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["retry-after", "www-authenticate"],
             max_age=600,
         )
+    app.add_middleware(OriginGuard, hosts=settings.trusted_hosts, origins=settings.cors_origins)
     app.add_middleware(HostGuard, hosts=settings.trusted_hosts)
     return app

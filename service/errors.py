@@ -36,6 +36,12 @@ class UntrustedHost(GradualError):
     code = "untrusted_host"
 
 
+class CrossOrigin(GradualError):
+    """A browser request from a page of another origin tried to change something (CSRF)."""
+
+    code = "cross_origin"
+
+
 class NotFound(GradualError):
     code = "not_found"
 

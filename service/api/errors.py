@@ -18,6 +18,7 @@ STATUS: dict[type[errors.GradualError], int] = {
     errors.UntrustedHost: 400,
     errors.Unauthorized: 401,
     errors.Forbidden: 403,
+    errors.CrossOrigin: 403,
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.BatchSkipped: 409,

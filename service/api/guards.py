@@ -1,4 +1,5 @@
-"""Pure ASGI middleware that refuses a request before routing: untrusted hosts, bad names.
+"""Pure ASGI middleware that refuses a request before routing: untrusted hosts, cross-site
+writes, bad names.
 
 `HostGuard` is the trusted-host allowlist (`GRADUAL_TRUSTED_HOSTS`): a page on an attacker's
 domain that rebinds its DNS to 127.0.0.1 still sends its own name in `Host`, and is refused.
@@ -12,14 +13,14 @@ hides the real problem) or, worse, another route does. Such a name is a 422 nami
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.errors import error_response
 from service.api.responses import FastJSONResponse
-from service.errors import UntrustedHost
+from service.errors import CrossOrigin, UntrustedHost
 from service.schemas import NAME_PATTERN
 
 NAME = re.compile(NAME_PATTERN.encode())
@@ -30,23 +31,24 @@ NAME_MESSAGE = f"name: String should match pattern '{NAME_PATTERN}'"
 class HostGuard:
     def __init__(self, app: ASGIApp, hosts: tuple[str, ...]) -> None:
         self.app = app
-        self.open = "*" in hosts
         self.hosts = frozenset(host.lower() for host in hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in {"http", "websocket"} and not self.open:
+        if scope["type"] in {"http", "websocket"}:
             host = host_name(Headers(scope=scope).get("host", ""))
-            if not self.trusted(host):
+            if not trusted(host, self.hosts):
                 message = f"host {host!r} is not in GRADUAL_TRUSTED_HOSTS"
                 response = error_response(400, UntrustedHost.code, message, "host")
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
-    def trusted(self, host: str) -> bool:
-        if host in self.hosts:
-            return True
-        return any(p.startswith("*.") and host.endswith(p[1:]) for p in self.hosts)
+
+def trusted(host: str, hosts: frozenset[str]) -> bool:
+    """`host` is listed, matches a `*.domain` entry, or the list has `*`."""
+    if "*" in hosts or host in hosts:
+        return True
+    return any(entry.startswith("*.") and host.endswith(entry[1:]) for entry in hosts)
 
 
 def host_name(header: str) -> str:
@@ -55,6 +57,35 @@ def host_name(header: str) -> str:
     if header.startswith("["):
         return header[1 : header.find("]")] if "]" in header else header
     return header.split(":", 1)[0]
+
+
+class OriginGuard:
+    """Browsers send `Origin` with a cross-site write: a page elsewhere must not stop, resume
+    or checkpoint a model on 127.0.0.1 (bodiless POSTs pass the content-type check). A write
+    whose `Origin` is neither a trusted host nor a CORS origin is a 403."""
+
+    SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+
+    def __init__(self, app: ASGIApp, hosts: tuple[str, ...], origins: tuple[str, ...]) -> None:
+        self.app = app
+        self.hosts = frozenset(host.lower() for host in hosts)
+        self.origins = frozenset(origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in self.SAFE:
+            origin = Headers(scope=scope).get("origin")
+            if origin is not None and not self.allowed(origin):
+                message = f"a write from origin {origin!r} is refused (cross-site request)"
+                response = error_response(403, CrossOrigin.code, message, "origin")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def allowed(self, origin: str) -> bool:
+        if origin in self.origins:
+            return True
+        host = urlsplit(origin).hostname  # None for "null" (sandboxed pages, file://)
+        return host is not None and trusted(host, self.hosts)
 
 
 class NameGuard:

@@ -262,6 +262,26 @@ def test_trusted_hosts_take_wildcard_subdomains(make_settings: Callable[..., Set
         assert c.get("/healthz", headers={"host": "corp.example.evil"}).status_code == 400
 
 
+@pytest.mark.parametrize(
+    "origin", ["https://evil.example", "null", "http://127.0.0.1.evil.example"]
+)
+def test_a_cross_site_write_is_refused(client: TestClient, origin: str) -> None:
+    """A bodiless POST passes the content-type check: the Origin check stops it (CSRF)."""
+    assert client.post(M, json=model_body("m")).status_code == 201
+    response = client.post(f"{M}/m/stop", headers={"origin": origin})
+    assert (response.status_code, response.json()["code"]) == (403, "cross_origin")
+    assert client.get(f"{M}/m").json()["state"] == "training"
+    assert client.get(f"{M}/m", headers={"origin": origin}).status_code == 200  # reads: CORS
+
+
+def test_same_origin_and_cors_origin_writes_pass(make_settings: Callable[..., Settings]) -> None:
+    with TestClient(create_app(make_settings(cors_origins="https://ui.example"))) as client:
+        assert client.post(M, json=model_body("m")).status_code == 201
+        for origin in ("http://127.0.0.1:8000", "http://localhost:8000", "https://ui.example"):
+            response = client.post(f"{M}/m/stop", headers={"origin": origin})
+            assert response.status_code == 200, (origin, response.text)
+
+
 def test_cors_is_off_by_default(client: TestClient) -> None:
     origin = {"origin": "https://elsewhere.example"}
     assert "access-control-allow-origin" not in client.get(M, headers=origin).headers
