@@ -57,7 +57,7 @@ class Connection:
         self, method: str, path: str, body: bytes = b"", content_type: str = JSON
     ) -> Response:
         head = (
-            f"{method} {path} HTTP/1.1\r\nhost: bench\r\ncontent-type: {content_type}\r\n"
+            f"{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: {content_type}\r\n"
             f"content-length: {len(body)}\r\n\r\n"
         )
         self.writer.write(head.encode() + body)
@@ -85,7 +85,7 @@ class Connection:
         """Sends `lines` as one chunked NDJSON body while reading the answer's lines as they
         come (reading and writing at once: the server answers before the body ends)."""
         head = (
-            f"POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-type: {NDJSON}\r\n"
+            f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: {NDJSON}\r\n"
             "transfer-encoding: chunked\r\n\r\n"
         )
         self.writer.write(head.encode())

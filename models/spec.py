@@ -6,6 +6,7 @@ and out-of-range values are rejected by pydantic, so a spec that validates alway
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -23,6 +24,9 @@ OptimizerName = Literal["sgd", "rmsprop", "adam", "adamw", "adagrad"]
 MAX_FEATURES = 65_536
 MAX_NEURONS = 16_384
 MAX_LAYERS = 16
+# Weights, gradients, two Adam moments and the served/best copies all live in memory: a spec
+# over this is refused (422) instead of exhausting the host at creation.
+MAX_PARAMETERS = 50_000_000
 
 Width = Annotated[int, Field(ge=1, le=MAX_NEURONS)]
 Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -69,6 +73,20 @@ class NetworkSpec(StrictModel):
         if task == "classification" and outputs < 2:
             raise ValueError("a classification task needs at least 2 outputs (classes)")
         return outputs
+
+    @field_validator("hidden")
+    @classmethod
+    def _check_size(cls, hidden: list[int], info: ValidationInfo) -> list[int]:
+        inputs, outputs = info.data.get("inputs"), info.data.get("outputs")
+        if inputs is None or outputs is None:
+            return hidden
+        widths = [inputs, *hidden, outputs]
+        count = sum((fan_in + 1) * fan_out for fan_in, fan_out in pairwise(widths))
+        if count > MAX_PARAMETERS:
+            raise ValueError(
+                f"the network would have {count:,} parameters; the limit is {MAX_PARAMETERS:,}"
+            )
+        return hidden
 
     @field_validator("loss")
     @classmethod

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from service.api import (
     dashboard,
@@ -10,15 +11,31 @@ from service.api import (
     health,
     models,
     oip,
+    openapi,
     progress,
     telemetry,
     training,
     versions,
 )
+from service.api.guards import HostGuard, NameGuard, OriginGuard
 from service.api.limits import RequestEdge
 from service.config import Settings
+from service.inference import ProtocolError
 from service.lifespan import lifespan_for
 from service.metrics import Metrics, RequestMetrics
+from service.schemas import ErrorBody
+
+# Every route of the API, in routing order (the access tests walk these).
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    models.router,
+    versions.router,
+    training.router,
+    progress.router,
+    telemetry.router,
+    oip.router,
+    dashboard.router,
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,14 +52,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
     app.state.metrics = metrics
     errors.install(app)
-    app.include_router(health.router)
-    app.include_router(models.router)
-    app.include_router(versions.router)
-    app.include_router(training.router)
-    app.include_router(progress.router)
-    app.include_router(telemetry.router)
-    app.include_router(oip.router)
-    app.include_router(dashboard.router)
+    openapi.install(app, ErrorBody.model_json_schema(), ProtocolError.model_json_schema())
+    for router in ROUTERS:
+        app.include_router(router)
+    # The last added runs first: host, cross-site writes, CORS, metrics, name, body limits.
     app.add_middleware(RequestEdge, max_bytes=settings.max_body_bytes)
+    app.add_middleware(NameGuard)
     app.add_middleware(RequestMetrics, metrics=metrics)
+    if settings.cors_origins:  # off by default: browsers then refuse cross-origin reads
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["authorization", "content-type", "last-event-id"],
+            expose_headers=["retry-after", "www-authenticate"],
+            max_age=600,
+        )
+    app.add_middleware(OriginGuard, hosts=settings.trusted_hosts, origins=settings.cors_origins)
+    app.add_middleware(HostGuard, hosts=settings.trusted_hosts)
     return app

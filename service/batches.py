@@ -47,10 +47,10 @@ def targets_from(value: Any, *, spec: NetworkSpec, rows: int, max_abs: float) ->
         return _regression_targets(array, spec, max_abs)
     if array.ndim != 1 or (array.dtype.kind not in "iu" and not _whole(array)):
         raise InvalidInput("targets must be whole-number labels, one per row", field=field)
-    labels = array.astype(np.int64)
     top = 1 if spec.task == "binary" else spec.outputs - 1
-    if labels.min() < 0 or labels.max() > top:
+    if array.min() < 0 or array.max() > top:  # before the cast: 1e19 does not fit an int64
         raise InvalidInput(f"targets must be labels in 0..{top}", field=field)
+    labels = array.astype(np.int64)
     return labels if spec.task == "classification" else labels.astype(np.float32)
 
 
@@ -73,7 +73,8 @@ def _numeric_array(value: list[Any] | np.ndarray, field: str) -> np.ndarray:
 
 
 def _finite_float32(array: np.ndarray, field: str, max_abs: float) -> np.ndarray:
-    as_float = np.ascontiguousarray(array, dtype=np.float32)  # no copy when it already is
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow becomes inf: refused next
+        as_float = np.ascontiguousarray(array, dtype=np.float32)  # no copy when it already is
     if not np.isfinite(as_float).all():
         raise InvalidInput(f"{field} contains non-finite numbers", field=field)
     if array.size and float(np.abs(as_float).max()) > max_abs:

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 import uvicorn
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -26,12 +27,15 @@ app = typer.Typer(help="Gradual: online learning for PyTorch models.", no_args_i
 def serve(
     host: str | None = typer.Option(None, help="Bind address (default GRADUAL_HOST)."),
     port: int | None = typer.Option(None, help="Port (default GRADUAL_PORT)."),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="Allow a non-loopback bind without API tokens (open API)."
+    ),
 ) -> None:
     """Start the HTTP service (runs migrations first)."""
     from service.app import create_app
 
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    options = {"host": host, "port": port, "insecure": insecure or None}
+    settings = _settings(**{k: v for k, v in options.items() if v is not None})
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
@@ -52,6 +56,16 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def _settings(**overrides: object) -> Settings:
+    """Settings from the environment and options; a refusal is a message, not a traceback."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        for problem in exc.errors():
+            typer.echo(f"gradual: {problem['msg'].removeprefix('Value error, ')}", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def migrate() -> None:
     """Upgrade the database schema to the latest revision and exit."""
@@ -59,6 +73,43 @@ def migrate() -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrations.upgrade(settings.resolved_database_url)
     typer.echo(f"database at head: {settings.resolved_database_url.split('@')[-1]}")
+
+
+@app.command()
+def check(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report only; change nothing.")
+    ] = False,
+    grace: Annotated[
+        float, typer.Option(help="Leave files younger than this many seconds (a live service).")
+    ] = 60.0,
+) -> None:
+    """Verify the registry against the weight store; repair what is safe (see SECURITY.md).
+
+    Missing or corrupt version files are marked `missing` / `corrupt` (refused with a 410);
+    files no version refers to are deleted. Exit status 1 when anything was found."""
+    from service import consistency
+    from service.db.engine import make_engine, make_sessionmaker
+    from service.registry import Registry
+
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrations.upgrade(settings.resolved_database_url)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        registry = Registry(make_sessionmaker(engine))
+        report = consistency.check(
+            registry, settings.weights_root, repair=not dry_run, grace_s=grace
+        )
+    finally:
+        engine.dispose()
+    for finding in report.findings:
+        typer.echo(finding.describe())
+    typer.echo(
+        f"{report.versions} versions, {report.files} files checked: "
+        + ("consistent" if report.consistent else f"{len(report.findings)} findings")
+    )
+    raise typer.Exit(0 if report.consistent else 1)
 
 
 # -- talking to a running service ---------------------------------------------------------

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service import access
+
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "testserver")  # testserver: Starlette's client
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GRADUAL_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a settings error must not print the tokens it was given
+    model_config = SettingsConfigDict(
+        env_prefix="GRADUAL_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     data_dir: Path = Field(
         default=Path(".gradual"), description="SQLite file and weights live here."
@@ -104,6 +112,58 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="How long a waiting request awaits its entry's outcome."
     )
 
+    # -- access (see SECURITY.md) ------------------------------------------------------------
+    api_tokens: Annotated[access.TokenDigests, NoDecode] = Field(
+        default=(),
+        description="scope=token pairs (read, write, admin), comma-separated; kept as SHA-256.",
+    )
+    api_tokens_file: Path | None = Field(
+        default=None, description="A file of scope=token pairs, one a line, # comments."
+    )
+    insecure: bool = Field(
+        default=False, description="Allow binding beyond loopback without tokens (open API)."
+    )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="Browser origins allowed cross-site (comma-separated); none."
+    )
+    trusted_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=LOCAL_HOSTS,
+        description="Host headers accepted (comma-separated; *.example.com, or * for any).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hash_tokens(cls, data: Any) -> Any:
+        """Reads the token file and hashes every token before any field keeps it."""
+        if not isinstance(data, dict):
+            return data
+        raw, path = data.get("api_tokens"), data.get("api_tokens_file")
+        if isinstance(raw, str) or (raw is None and path):
+            pairs = access.parse_pairs(raw or "", source="api_tokens")
+            if path:
+                text = access.read_token_file(Path(path))
+                pairs += access.parse_pairs(text, source=f"api_tokens_file {path}")
+                if not pairs:  # auth was asked for: an empty file must not switch it off
+                    raise ValueError(f"api_tokens_file {path} holds no scope=token pair")
+            data = {**data, "api_tokens": access.hashed(pairs)}
+        return data
+
+    @field_validator("cors_origins", "trusted_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _no_open_network_bind(self) -> Settings:
+        if not self.api_tokens and not self.insecure and not _is_loopback(self.host):
+            raise ValueError(
+                f"refusing to listen on {self.host} without API tokens: set GRADUAL_API_TOKENS "
+                "(or GRADUAL_API_TOKENS_FILE), bind to 127.0.0.1, or pass --insecure"
+            )
+        return self
+
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
@@ -112,6 +172,10 @@ class Settings(BaseSettings):
         ):
             raise ValueError("device must be auto, cpu, cuda or cuda:N")
         return value
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_tokens)
 
     @property
     def resolved_database_url(self) -> str:
@@ -129,3 +193,12 @@ class Settings(BaseSettings):
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve to anything

@@ -14,6 +14,34 @@ class GradualError(Exception):
         self.field = field
 
 
+class Unauthorized(GradualError):
+    """No bearer token, or one the service does not know."""
+
+    code = "unauthorized"
+
+
+class Forbidden(GradualError):
+    """A known token whose scope does not cover the route."""
+
+    code = "forbidden"
+
+    def __init__(self, message: str, *, scope: str) -> None:
+        super().__init__(message)
+        self.scope = scope
+
+
+class UntrustedHost(GradualError):
+    """The Host header is not in GRADUAL_TRUSTED_HOSTS (DNS rebinding)."""
+
+    code = "untrusted_host"
+
+
+class CrossOrigin(GradualError):
+    """A browser request from a page of another origin tried to change something (CSRF)."""
+
+    code = "cross_origin"
+
+
 class NotFound(GradualError):
     code = "not_found"
 
@@ -69,6 +97,15 @@ class VersionUnavailable(GradualError):
     """A version row exists but its weights were archived or fail their checksum."""
 
     code = "version_unavailable"
+
+
+class ModelUnavailable(GradualError):
+    """The model exists but did not load at start (see /readyz): retry once it is repaired."""
+
+    code = "model_unavailable"
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"model {name!r} did not load at start: {reason}", field="name")
 
 
 class BodyTooLarge(GradualError):

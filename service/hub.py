@@ -24,7 +24,13 @@ from service import commands
 from service.commands import Executor
 from service.config import Settings
 from service.db.tables import EventRow, ModelRow, VersionRow
-from service.errors import InvalidInput, ModelExists, ModelNotFound, VersionUnavailable
+from service.errors import (
+    InvalidInput,
+    ModelExists,
+    ModelNotFound,
+    ModelUnavailable,
+    VersionUnavailable,
+)
 from service.learning.config import TrainingConfig
 from service.learning.head import TrainingHead
 from service.learning.learner import BestVersion, Control, OnlineLearner
@@ -83,6 +89,8 @@ class ModelHub:
         try:
             return self._models[name]
         except KeyError:
+            if name in self.failed:  # known, but not loaded: a 503, not a 404
+                raise ModelUnavailable(name, self.failed[name]) from None
             raise ModelNotFound(name) from None
 
     def all(self) -> list[LiveModel]:
@@ -160,6 +168,7 @@ class ModelHub:
 
     async def create(self, request: CreateModel) -> LiveModel:
         _check_monitor(request.training, request.spec)
+        _check_buffer(request.training, request.spec)
         if request.name in self._models or request.name in self._creating:
             raise ModelExists(request.name)
         self._creating.add(request.name)
@@ -321,6 +330,7 @@ class ModelHub:
             location = ".".join(str(part) for part in first["loc"]) or "training"
             raise InvalidInput(f"{location}: {first['msg']}", field=location) from None
         _check_monitor(training, live.spec, field="monitor")
+        _check_buffer(training, live.spec, field="buffer_size")
         await self._command(name, commands.TRAINING, {"training": training.model_dump()})
         return training
 
@@ -477,3 +487,21 @@ def _check_monitor(
         training.check_task(spec.task)
     except ValueError as exc:
         raise InvalidInput(str(exc), field=field) from None
+
+
+# The validation buffer is allocated whole on the device: rows × features is bounded so that a
+# spec cannot ask for tens of gigabytes (a 422, not an allocation failure).
+MAX_BUFFER_VALUES = 50_000_000
+
+
+def _check_buffer(
+    training: TrainingConfig, spec: NetworkSpec, *, field: str = "training.buffer_size"
+) -> None:
+    values = training.buffer_size * (spec.inputs + spec.outputs)
+    if values > MAX_BUFFER_VALUES:
+        most = MAX_BUFFER_VALUES // (spec.inputs + spec.outputs)
+        raise InvalidInput(
+            f"buffer_size {training.buffer_size} × {spec.inputs} features is too large; "
+            f"at most {most} rows for this spec",
+            field=field,
+        )

@@ -11,7 +11,7 @@ from anyio import to_thread
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from service import crashpoints
+from service import consistency, crashpoints
 from service.config import Settings
 from service.db import migrate
 from service.db.engine import make_engine, make_sessionmaker
@@ -36,6 +36,7 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
         engine = make_engine(url)
         metrics: Metrics = app.state.metrics
         registry = Registry(make_sessionmaker(engine))
+        await to_thread.run_sync(_check_store, registry, settings)
         hub = ModelHub(settings, registry, WeightStore(settings.weights_root), metrics=metrics)
         metrics.watch_models(hub.all)
         app.state.settings = settings
@@ -49,6 +50,7 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
         app.state.redis = redis
         app.state.loaded = True
         log.info("gradual ready: %d models on %s", len(hub.all()), hub.device)
+        _log_access(settings)
         try:
             yield
         finally:
@@ -62,3 +64,33 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
             engine.dispose()
 
     return lifespan
+
+
+def _log_access(settings: Settings) -> None:
+    if settings.auth_enabled:
+        log.info("access: bearer tokens required (%d configured)", len(settings.api_tokens))
+    elif settings.insecure:
+        log.warning(
+            "no API tokens and --insecure: anyone who reaches %s may do anything", settings.host
+        )
+    else:
+        log.warning(
+            "no API tokens configured: the API is open, so it listens on %s (loopback) only; "
+            "set GRADUAL_API_TOKENS to serve a network (see SECURITY.md)",
+            settings.host,
+        )
+
+
+def _check_store(registry: Registry, settings: Settings) -> None:
+    """`gradual check` at start, before anything writes: logs and repairs, never stops the start."""
+    try:
+        report = consistency.check(registry, settings.weights_root, repair=True)
+    except Exception:  # a start must not fail on its own self-check
+        log.exception("consistency check failed; starting anyway")
+        return
+    for finding in report.findings:
+        log.warning("consistency: %s", finding.describe())
+    log.info(
+        "consistency: %d versions and %d files checked, %d findings",
+        report.versions, report.files, len(report.findings),
+    )  # fmt: skip

@@ -295,6 +295,29 @@ class Registry:
         with self._sessions() as session:
             return session.scalars(query.order_by(EventRow.id).limit(limit)).all()
 
+    # -- consistency (`gradual check`, and the same check at start) --------------------------
+
+    def stored_versions(self) -> list[tuple[str, VersionRow]]:
+        """Every version row with its model's name, ordered by model and number."""
+        with self._sessions() as session:
+            rows = session.execute(
+                select(ModelRow.name, VersionRow)
+                .join(VersionRow, VersionRow.model_id == ModelRow.id)
+                .order_by(ModelRow.id, VersionRow.number)
+            ).all()
+        return [(name, version) for name, version in rows]
+
+    def model_ids(self) -> set[int]:
+        with self._sessions() as session:
+            return set(session.scalars(select(ModelRow.id)).all())
+
+    def mark_version(self, version_id: int, status: str) -> None:
+        """Marks a version whose file is missing or corrupt: refused (410) like an archived one."""
+        with self._sessions.begin() as session:
+            row = session.get(VersionRow, version_id)
+            if row is not None:
+                row.status = status
+
 
 def _locked_model(session: Session, model_id: int, fence: Fence = None) -> ModelRow:
     model = session.get(ModelRow, model_id, with_for_update=True)

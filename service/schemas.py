@@ -11,6 +11,9 @@ from models.spec import NetworkSpec, OptimizerSpec, StrictModel
 from service.learning.config import TrainingConfig
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+# Bounds of the database columns: a larger number is a 422, never a driver overflow (500).
+MAX_VERSION = 2**31 - 1
+MAX_EVENT_ID = 2**63 - 1
 ModelName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Row = list[float]
 
@@ -54,7 +57,9 @@ class PredictRequest(StrictModel):
     """Documented shape only: the route parses it with orjson and NumPy, not pydantic."""
 
     inputs: list[Row] = Field(description="Rows of `spec.inputs` finite numbers.")
-    version: int | None = Field(default=None, ge=1, description="Default: the served version.")
+    version: int | None = Field(
+        default=None, ge=1, le=MAX_VERSION, description="Default: the served version."
+    )
 
 
 class PredictResponse(BaseModel):
@@ -112,7 +117,7 @@ class ValidationView(BaseModel):
 
 
 class PromoteRequest(StrictModel):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_VERSION)
 
 
 class TrainingPatch(BaseModel):
@@ -143,7 +148,7 @@ class VersionList(BaseModel):
 
 
 class RollbackRequest(StrictModel):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_VERSION)
 
 
 class EventView(BaseModel):

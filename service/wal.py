@@ -62,7 +62,10 @@ class ModelLog:
         self.fsync = fsync
         self._lock = threading.Lock()
         directory.mkdir(parents=True, exist_ok=True)
-        self.last_seq = 0
+        # A segment is named after the first seq it holds: an empty tail left by a truncation
+        # still says where numbering goes on (seqs must keep rising past the snapshot's).
+        segments = self._segments()
+        self.last_seq = int(segments[-1].stem) - 1 if segments else 0
         for record in self.read(after=0):
             self.last_seq = record.seq
         self._segment = self._open_tail()

@@ -327,7 +327,7 @@ async def async_gradual(settings: Settings) -> AsyncIterator[AsyncGradualClient]
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gradual") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             yield AsyncGradualClient(http=http, retry=FAST_RETRIES)
 
 

@@ -13,6 +13,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as load_arrays
 
 from service.errors import InvalidInput, MalformedBody, UnsupportedMediaType
+from service.schemas import MAX_VERSION
 
 JSON_TYPES = {"application/json", ""}
 NDJSON = "application/x-ndjson"
@@ -81,6 +82,6 @@ def optional_version(payload: dict[str, Any]) -> int | None:
     version = payload.get("version")
     if version is None:
         return None
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise InvalidInput("version must be a positive integer", field="version")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
+        raise InvalidInput(f"version must be an integer in 1..{MAX_VERSION}", field="version")
     return version

@@ -13,6 +13,7 @@ from fastapi import APIRouter
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 
+from service.api.access import PUBLIC
 from service.errors import NotFound
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -26,7 +27,8 @@ PAGE_POLICY = (
 )
 HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
 
-router = APIRouter(tags=["dashboard"], include_in_schema=False)
+# The page and its assets are static and hold no data: open. Its API calls carry the token.
+router = APIRouter(tags=["dashboard"], include_in_schema=False, dependencies=PUBLIC)
 
 
 @router.get("/", response_class=FileResponse)

@@ -15,6 +15,10 @@ log = logging.getLogger("gradual.api")
 
 STATUS: dict[type[errors.GradualError], int] = {
     errors.MalformedBody: 400,
+    errors.UntrustedHost: 400,
+    errors.Unauthorized: 401,
+    errors.Forbidden: 403,
+    errors.CrossOrigin: 403,
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.BatchSkipped: 409,
@@ -24,6 +28,7 @@ STATUS: dict[type[errors.GradualError], int] = {
     errors.InvalidInput: 422,
     errors.QueueFull: 429,
     errors.Unavailable: 503,
+    errors.ModelUnavailable: 503,
 }
 
 
@@ -38,11 +43,22 @@ def error_response(status: int, code: str, message: str, field: str | None) -> F
     return FastJSONResponse({"code": code, "message": message, "field": field}, status_code=status)
 
 
+def error_headers(error: errors.GradualError) -> dict[str, str]:
+    """Headers some errors must carry (RFC 6750 for tokens, RFC 9110 for Retry-After)."""
+    if isinstance(error, errors.QueueFull | errors.Unavailable):
+        return {"Retry-After": str(max(1, round(error.retry_after)))}
+    if isinstance(error, errors.Unauthorized):
+        return {"WWW-Authenticate": 'Bearer realm="gradual"'}
+    if isinstance(error, errors.Forbidden):
+        challenge = f'Bearer realm="gradual", error="insufficient_scope", scope="{error.scope}"'
+        return {"WWW-Authenticate": challenge}
+    return {}
+
+
 async def _domain_error(_request: Request, exc: Exception) -> FastJSONResponse:
     assert isinstance(exc, errors.GradualError)
     response = error_response(status_for(exc), exc.code, exc.message, exc.field)
-    if isinstance(exc, errors.QueueFull | errors.Unavailable):
-        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    response.headers.update(error_headers(exc))
     return response
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from anyio import to_thread
 from fastapi import APIRouter, Request
 
+from service.api.access import PUBLIC
 from service.api.deps import HubDep
 from service.api.responses import FastJSONResponse
 from service.schemas import Health
 
-router = APIRouter(tags=["health"])
+# Probes answer without a token: they reveal only "up" / "ready" and counts.
+router = APIRouter(tags=["health"], dependencies=PUBLIC)
 
 
 @router.get("/healthz")

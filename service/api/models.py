@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel
 
+from service.api.access import ADMIN, READ, WRITE
 from service.api.bodies import (
     NDJSON,
     NPY,
@@ -21,6 +22,7 @@ from service.api.responses import DuplexStreamingResponse, FastJSONResponse
 from service.api.views import fit_view, model_view, validation_view
 from service.batches import matrix_from
 from service.schemas import (
+    MAX_VERSION,
     CreateModel,
     ErrorBody,
     FitRequest,
@@ -41,6 +43,7 @@ NPY_HELP = (
     "NumPy .npy: the inputs array (N, features), or a structured array with fields "
     "`inputs` (features,) and `targets`. Loaded with allow_pickle=False."
 )
+NDJSON_ANSWER = "An NDJSON body is answered with one JSON line per batch, then a summary."
 SAFETENSORS_HELP = "safetensors: tensors named `inputs` and (for training) `targets`."
 
 
@@ -54,31 +57,33 @@ def _documented_body(model: type[BaseModel], *, stream: bool = False) -> dict[st
     return {"requestBody": {"required": True, "content": content}}
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=ADMIN)
 async def create_model(body: CreateModel, hub: HubDep) -> ModelView:
     return model_view(await hub.create(body))
 
 
-@router.get("")
+@router.get("", dependencies=READ)
 async def list_models(hub: HubDep) -> ModelList:
     return ModelList(models=[model_view(live) for live in hub.all()])
 
 
-@router.get("/{name}")
+@router.get("/{name}", dependencies=READ)
 async def get_model(name: NameParam, hub: HubDep) -> ModelView:
     return model_view(hub.live(name))
 
 
-@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, dependencies=ADMIN)
 async def delete_model(name: NameParam, hub: HubDep) -> Response:
     await hub.delete(name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{name}/predict", openapi_extra=_documented_body(PredictRequest))
+@router.post("/{name}/predict", openapi_extra=_documented_body(PredictRequest), dependencies=READ)
 async def predict(
     name: NameParam, request: Request, hub: HubDep, settings: SettingsDep,
-    version: Annotated[int | None, Query(ge=1, description="Binary bodies: the version.")] = None,
+    version: Annotated[
+        int | None, Query(ge=1, le=MAX_VERSION, description="Binary bodies: the version.")
+    ] = None,
 ) -> PredictResponse:  # fmt: skip
     spec = hub.live(name).spec
     fields = await payload(request, allowed={"inputs", "version"})
@@ -97,7 +102,12 @@ async def predict(
     "/{name}/partial-fit",
     openapi_extra=_documented_body(FitRequest, stream=True),
     response_model=FitResponse,
-    responses={202: {"model": QueuedResponse}, 429: {"model": ErrorBody}},
+    responses={
+        200: {"content": {NDJSON: {"schema": {"type": "string", "description": NDJSON_ANSWER}}}},
+        202: {"model": QueuedResponse},
+        429: {"model": ErrorBody},
+    },
+    dependencies=WRITE,
 )
 async def partial_fit(
     name: NameParam, request: Request, hub: HubDep, settings: SettingsDep,
@@ -124,7 +134,9 @@ async def partial_fit(
     return fit_view(hub.live(name), outcome, batch.batch_id)
 
 
-@router.post("/{name}/validation", openapi_extra=_documented_body(ValidationRequest))
+@router.post(
+    "/{name}/validation", openapi_extra=_documented_body(ValidationRequest), dependencies=WRITE
+)
 async def add_validation(
     name: NameParam, request: Request, hub: HubDep, settings: SettingsDep
 ) -> ValidationView:
@@ -135,6 +147,6 @@ async def add_validation(
     return validation_view(hub.live(name))
 
 
-@router.get("/{name}/validation")
+@router.get("/{name}/validation", dependencies=READ)
 async def get_validation(name: NameParam, hub: HubDep) -> ValidationView:
     return validation_view(hub.live(name))

@@ -20,8 +20,9 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import inference
-from service.api.deps import HubDep, SettingsDep
-from service.api.errors import status_for, validation_problem
+from service.api.access import PUBLIC, READ
+from service.api.deps import HubDep, NameParam, SettingsDep
+from service.api.errors import error_headers, status_for, validation_problem
 from service.api.responses import FastJSONResponse
 from service.config import Settings
 from service.errors import GradualError
@@ -36,6 +37,7 @@ from service.inference import (
     ServerMetadata,
     ServerReady,
 )
+from service.schemas import MAX_VERSION
 
 log = logging.getLogger("gradual.api")
 
@@ -45,7 +47,9 @@ BINARY_REFUSED = (
     "send data as JSON (tritonclient: set_data_from_numpy(..., binary_data=False))"
 )
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
-VersionParam = Annotated[int, Path(ge=1, description="The model version, as a number.")]
+VersionParam = Annotated[
+    int, Path(ge=1, le=MAX_VERSION, description="The model version, as a number.")
+]
 
 
 class ProtocolRoute(APIRoute):
@@ -61,7 +65,9 @@ class ProtocolRoute(APIRoute):
                 return await handler(request)
             except GradualError as exc:
                 status = status_for(exc)
-                return protocol_error(400 if status == 422 else status, exc.message)
+                response = protocol_error(400 if status == 422 else status, exc.message)
+                response.headers.update(error_headers(exc))
+                return response
             except RequestValidationError as exc:
                 problem = validation_problem(exc)
                 return protocol_error(400, problem[0] if problem else "the body is not JSON")
@@ -89,64 +95,78 @@ router = APIRouter(
 )  # fmt: skip
 
 
-@router.get("")
+@router.get("", dependencies=READ)
 async def server_metadata(request: Request) -> ServerMetadata:
     return ServerMetadata(name="gradual", version=request.app.version, extensions=[])
 
 
-@router.get("/health/live")
+@router.get("/health/live", dependencies=PUBLIC)
 async def server_live() -> ServerLive:
     return ServerLive(live=True)
 
 
-@router.get("/health/ready", response_model=ServerReady, responses=NOT_READY)
+@router.get("/health/ready", response_model=ServerReady, responses=NOT_READY, dependencies=PUBLIC)
 async def server_ready(request: Request, hub: HubDep) -> FastJSONResponse:
     ready = bool(request.app.state.loaded) and await _database_answers(hub)
     return _readiness(ServerReady(ready=ready))
 
 
-@router.get("/models/{name}")
-async def model_metadata(name: str, hub: HubDep) -> ModelMetadata:
+@router.get("/models/{name}", dependencies=READ)
+async def model_metadata(name: NameParam, hub: HubDep) -> ModelMetadata:
     return await _metadata(hub, name)
 
 
-@router.get("/models/{name}/versions/{version}")
-async def version_metadata(name: str, version: VersionParam, hub: HubDep) -> ModelMetadata:
+@router.get("/models/{name}/versions/{version}", dependencies=READ)
+async def version_metadata(name: NameParam, version: VersionParam, hub: HubDep) -> ModelMetadata:
     await hub.version_row(name, version)  # 404 for a version the model never had
     return await _metadata(hub, name)
 
 
-@router.get("/models/{name}/ready", response_model=ModelReady, responses=NOT_READY)
-async def model_ready(name: str, hub: HubDep) -> FastJSONResponse:
+@router.get(
+    "/models/{name}/ready", response_model=ModelReady, responses=NOT_READY, dependencies=READ
+)
+async def model_ready(name: NameParam, hub: HubDep) -> FastJSONResponse:
     if name not in hub.failed:  # a model that failed to load is known, but not ready
         hub.live(name)
     return _readiness(ModelReady(name=name, ready=name not in hub.failed))
 
 
 @router.get(
-    "/models/{name}/versions/{version}/ready", response_model=ModelReady, responses=NOT_READY
-)
-async def version_ready(name: str, version: VersionParam, hub: HubDep) -> FastJSONResponse:
+    "/models/{name}/versions/{version}/ready",
+    response_model=ModelReady, responses=NOT_READY, dependencies=READ,
+)  # fmt: skip
+async def version_ready(name: NameParam, version: VersionParam, hub: HubDep) -> FastJSONResponse:
     row = await hub.version_row(name, version)
     return _readiness(ModelReady(name=name, ready=row.status == "ready"))
 
 
-@router.post("/models/{name}/infer", response_model_exclude_none=True)
+@router.post("/models/{name}/infer", response_model_exclude_none=True, dependencies=READ)
 async def infer(
-    name: str, body: InferenceRequest, hub: HubDep, settings: SettingsDep
+    name: NameParam, body: InferenceRequest, hub: HubDep, settings: SettingsDep
 ) -> InferenceResponse:
     return await _infer(hub, settings, name, body, version=None)
 
 
-@router.post("/models/{name}/versions/{version}/infer", response_model_exclude_none=True)
+@router.post(
+    "/models/{name}/versions/{version}/infer", response_model_exclude_none=True, dependencies=READ
+)
 async def infer_version(
-    name: str, version: VersionParam, body: InferenceRequest, hub: HubDep, settings: SettingsDep
+    name: NameParam,
+    version: VersionParam,
+    body: InferenceRequest,
+    hub: HubDep,
+    settings: SettingsDep,
 ) -> InferenceResponse:
     return await _infer(hub, settings, name, body, version=version)
 
 
 async def _infer(
-    hub: ModelHub, settings: Settings, name: str, body: InferenceRequest, *, version: int | None
+    hub: ModelHub,
+    settings: Settings,
+    name: NameParam,
+    body: InferenceRequest,
+    *,
+    version: int | None,
 ) -> InferenceResponse:
     spec = hub.live(name).spec
     names = inference.output_names(spec, body.outputs)

@@ -9,13 +9,14 @@ import orjson
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
+from service.api.access import READ
 from service.api.deps import HubDep, NameParam
 from service.api.views import event_view
 from service.db.tables import EventRow
 from service.hub import ModelHub
-from service.schemas import History, HistoryMarker
+from service.schemas import MAX_EVENT_ID, History, HistoryMarker
 
-router = APIRouter(prefix="/v1/models/{name}", tags=["progress"])
+router = APIRouter(prefix="/v1/models/{name}", tags=["progress"], dependencies=READ)
 
 KEEPALIVE_S = 15.0
 MARKERS = ("checkpoint", "promote", "rollback", "early_stop", "drift", "resume", "stop")
@@ -29,8 +30,10 @@ MARKERS = ("checkpoint", "promote", "rollback", "early_stop", "drift", "resume",
 async def event_stream(
     name: NameParam,
     hub: HubDep,
-    last_event_id: Annotated[int | None, Header(ge=0)] = None,
-    since: Annotated[int, Query(ge=0, description="Start after this event id.")] = 0,
+    last_event_id: Annotated[int | None, Header(ge=0, le=MAX_EVENT_ID)] = None,
+    since: Annotated[
+        int, Query(ge=0, le=MAX_EVENT_ID, description="Start after this event id.")
+    ] = 0,
     max_events: Annotated[
         int | None, Query(ge=1, description="Close after this many events (tools and tests).")
     ] = None,

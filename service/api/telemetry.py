@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.api.access import READ
 from service.metrics import Metrics
 
-router = APIRouter(tags=["telemetry"])
+router = APIRouter(tags=["telemetry"], dependencies=READ)
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})

@@ -6,9 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
+from service.api.access import ADMIN, READ, WRITE
 from service.api.deps import HubDep, NameParam
 from service.api.views import event_view, version_view
 from service.schemas import (
+    MAX_EVENT_ID,
+    MAX_VERSION,
     EventList,
     PromoteRequest,
     RollbackRequest,
@@ -19,13 +22,13 @@ from service.schemas import (
 router = APIRouter(prefix="/v1/models/{name}", tags=["versions"])
 
 
-@router.post("/versions", status_code=status.HTTP_201_CREATED)
+@router.post("/versions", status_code=status.HTTP_201_CREATED, dependencies=WRITE)
 async def create_version(name: NameParam, hub: HubDep) -> VersionView:
     row = await hub.checkpoint(name)
     return version_view(row, served_version=hub.live(name).learner.served.version)
 
 
-@router.get("/versions")
+@router.get("/versions", dependencies=READ)
 async def list_versions(name: NameParam, hub: HubDep) -> VersionList:
     rows = await hub.version_rows(name)
     learner = hub.live(name).learner
@@ -38,31 +41,31 @@ async def list_versions(name: NameParam, hub: HubDep) -> VersionList:
     )
 
 
-@router.get("/versions/{version}")
+@router.get("/versions/{version}", dependencies=READ)
 async def get_version(
-    name: NameParam, version: Annotated[int, Path(ge=1)], hub: HubDep
+    name: NameParam, version: Annotated[int, Path(ge=1, le=MAX_VERSION)], hub: HubDep
 ) -> VersionView:
     row = await hub.version_row(name, version)
     return version_view(row, served_version=hub.live(name).learner.served.version)
 
 
-@router.post("/rollback")
+@router.post("/rollback", dependencies=ADMIN)
 async def rollback(name: NameParam, body: RollbackRequest, hub: HubDep) -> VersionView:
     await hub.rollback(name, body.version)
     row = await hub.version_row(name, body.version)
     return version_view(row, served_version=body.version)
 
 
-@router.post("/promote")
+@router.post("/promote", dependencies=ADMIN)
 async def promote(name: NameParam, body: PromoteRequest, hub: HubDep) -> VersionView:
     await hub.promote(name, body.version)
     row = await hub.version_row(name, body.version)
     return version_view(row, served_version=body.version)
 
 
-@router.get("/events")
+@router.get("/events", dependencies=READ)
 async def list_events(
-    name: NameParam, hub: HubDep, since: Annotated[int, Query(ge=0)] = 0
+    name: NameParam, hub: HubDep, since: Annotated[int, Query(ge=0, le=MAX_EVENT_ID)] = 0
 ) -> EventList:
     rows = await hub.events(name, since)
     return EventList(model=name, events=[event_view(row) for row in rows])

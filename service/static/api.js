@@ -11,7 +11,7 @@ export class ApiError extends Error {
   }
 
   describe() {
-    const hint = this.status === 401 || this.status === 403 ? " (check the write token)" : "";
+    const hint = this.status === 401 || this.status === 403 ? " (check the token)" : "";
     return `${this.code}: ${this.message}${hint}`;
   }
 }

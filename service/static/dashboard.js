@@ -327,13 +327,13 @@ function setupToken() {
     if (input.value) token.set(input.value);
     input.value = "";
     show();
-    notify(token.get() ? "Write token saved for this tab" : "No token entered");
+    notify(token.get() ? "Token saved for this tab" : "No token entered");
   });
   $("token-clear").addEventListener("click", () => {
     token.clear();
     input.value = "";
     show();
-    notify("Write token cleared");
+    notify("Token cleared");
   });
 }
 

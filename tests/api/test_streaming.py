@@ -258,7 +258,7 @@ def test_stream_trains_a_line_before_the_rest_of_the_body_is_sent(client: TestCl
 
     async def send() -> httpx.Response:
         transport = httpx.ASGITransport(app=client.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gradual") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             url = "/v1/models/m/partial-fit"
             return await http.post(url, content=body(http), headers=NDJSON_HEADERS)
 
