@@ -84,7 +84,9 @@ def _log_access(settings: Settings) -> None:
 def _check_store(registry: Registry, settings: Settings) -> None:
     """`gradual check` at start, before anything writes: logs and repairs, never stops the start."""
     try:
-        report = consistency.check(registry, settings.weights_root, repair=True)
+        # replicas share the folder: a file younger than a minute may be a peer's checkpoint
+        grace = 60.0 if settings.redis_url else 0.0
+        report = consistency.check(registry, settings.weights_root, repair=True, grace_s=grace)
     except Exception:  # a start must not fail on its own self-check
         log.exception("consistency check failed; starting anyway")
         return
