@@ -5,12 +5,14 @@ Each refusal names its field, so a client can tell `inputs` from `targets` from 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
+import orjson
 
 from models.spec import NetworkSpec
-from service.errors import InvalidInput
+from service.errors import InvalidInput, MalformedBody
 
 
 def matrix_from(
@@ -85,3 +87,15 @@ def _finite_float32(array: np.ndarray, field: str, max_abs: float) -> np.ndarray
 def _whole(array: np.ndarray) -> bool:
     finite = np.isfinite(array).all()
     return bool(array.dtype.kind == "f" and finite and (array == np.round(array)).all())
+
+
+def decode_json(body: bytes) -> Any:
+    """Strict JSON; but a body that is JSON save for NaN, Infinity or an overflowing number is
+    decoded anyway, so that validation refuses the non-finite value naming its field (422)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        try:
+            return json.loads(body)  # the error path only: accepts NaN, ±Infinity, 1e400 → inf
+        except (ValueError, RecursionError):
+            raise MalformedBody(f"the body is not valid JSON: {exc}") from exc

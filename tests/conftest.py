@@ -67,11 +67,11 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture
 def redis_prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of the test's own; its keys are deleted afterwards."""
+    """A key prefix of the test's own (or to build its own from); its keys go afterwards."""
     prefix = f"test-{uuid.uuid4().hex[:12]}"
     yield prefix
     client = redis.Redis.from_url(redis_url)
-    stale = list(client.scan_iter(f"{prefix}:*"))
+    stale = list(client.scan_iter(f"{prefix}*"))
     if stale:
         client.delete(*stale)
     client.close()

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import io
-import json
 from typing import Any
 
 import numpy as np
-import orjson
 from fastapi import Request
 from safetensors import SafetensorError
 from safetensors.numpy import load as load_arrays
 
+from service.batches import decode_json
 from service.errors import InvalidInput, MalformedBody, UnsupportedMediaType
 from service.schemas import MAX_VERSION
 
@@ -64,18 +63,6 @@ async def json_object(request: Request, *, allowed: set[str]) -> dict[str, Any]:
     if unknown:
         raise InvalidInput(f"unknown field {unknown[0]!r}", field=unknown[0])
     return payload
-
-
-def decode_json(body: bytes) -> Any:
-    """Strict JSON; but a body that is JSON save for NaN, Infinity or an overflowing number is
-    decoded anyway, so that validation refuses the non-finite value naming its field (422)."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        try:
-            return json.loads(body)  # the error path only: accepts NaN, ±Infinity, 1e400 → inf
-        except (ValueError, RecursionError):
-            raise MalformedBody(f"the body is not valid JSON: {exc}") from exc
 
 
 def optional_version(payload: dict[str, Any]) -> int | None:

@@ -16,8 +16,7 @@ import numpy as np
 import orjson
 
 from models.spec import NetworkSpec
-from service.api.bodies import decode_json
-from service.batches import matrix_from, targets_from
+from service.batches import decode_json, matrix_from, targets_from
 from service.config import Settings
 from service.errors import (
     BatchSkipped,

@@ -285,9 +285,9 @@ class Cluster:
         except Exception as exc:  # refused: the waiter hears why, bad batches are set aside
             if not isinstance(exc, GradualError):
                 log.exception("model %s: entry %s failed", name, entry_id)
-            await self.redis.publish(self.keys.outcomes, message(name, entry_id, error=exc))
             if entry.kind in entries.LABELLED and isinstance(exc, GradualError):
                 await self.streams.dead_letter(name, entry_id, fields, _reason(exc))
+            await self.redis.publish(self.keys.outcomes, message(name, entry_id, error=exc))
             return
         await self.redis.publish(self.keys.outcomes, message(name, entry_id, result=result))
         if live.snapshot_seq != snapshot_before:

@@ -1,7 +1,8 @@
 """The field layout of a stream entry, for producers and for the owner that applies it.
 
 A mini-batch is `XADD gradual:{model}:batches * batch_id <id> inputs <JSON rows> targets
-<JSON>` or, binary, `arrays <safetensors bytes holding "inputs" and "targets">`. Commands
+<JSON>`, or `body <the JSON body partial-fit takes>`, or, binary, `arrays <safetensors bytes
+holding "inputs" and "targets">`. Commands
 that replicas add carry `kind` (stop, resume, training, checkpoint, rollback, promote,
 validation) and `args` (a JSON object). Nothing is unpickled: JSON and safetensors only.
 """
@@ -18,9 +19,9 @@ from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
 from models.spec import NetworkSpec
-from service.batches import matrix_from, targets_from
+from service.batches import decode_json, matrix_from, targets_from
 from service.config import Settings
-from service.errors import InvalidInput
+from service.errors import InvalidInput, MalformedBody
 
 KINDS = {"fit", "validation", "stop", "resume", "training", "checkpoint", "rollback", "promote"}
 LABELLED = {"fit", "validation"}
@@ -54,7 +55,8 @@ def decode(raw: dict[bytes, bytes], spec: NetworkSpec, settings: Settings) -> En
     batch_id = _batch_id(fields.get("batch_id"))
     if kind not in LABELLED:
         return Entry(kind, args)
-    inputs, targets = _labelled(fields)
+    inputs, targets, given = _labelled(fields)
+    batch_id = batch_id or _batch_id(given)
     x = matrix_from(
         inputs, field="inputs", features=spec.inputs, max_rows=settings.max_batch_rows,
         max_abs=settings.max_input_abs,
@@ -63,7 +65,10 @@ def decode(raw: dict[bytes, bytes], spec: NetworkSpec, settings: Settings) -> En
     return Entry(kind, args, {"inputs": x, "targets": y}, batch_id)
 
 
-def _labelled(fields: dict[str, bytes]) -> tuple[Any, Any]:
+def _labelled(fields: dict[str, bytes]) -> tuple[Any, Any, bytes | None]:
+    """Inputs, targets and the body's own batch id, if the entry carries a whole body."""
+    if "body" in fields:  # the JSON body partial-fit takes over HTTP, as it is
+        return _from_body(decode_json(fields["body"]))
     if "arrays" in fields:
         try:
             arrays = load_arrays(fields["arrays"])
@@ -71,17 +76,29 @@ def _labelled(fields: dict[str, bytes]) -> tuple[Any, Any]:
             raise InvalidInput(f"arrays is not a safetensors blob: {exc}", field="arrays") from None
         if set(arrays) != {"inputs", "targets"}:
             raise InvalidInput("arrays must hold exactly inputs and targets", field="arrays")
-        return arrays["inputs"], arrays["targets"]
+        return arrays["inputs"], arrays["targets"], None
     for name in ("inputs", "targets"):
         if name not in fields:
             raise InvalidInput(f"{name} is missing", field=name)
-    return _json(fields["inputs"], "inputs"), _json(fields["targets"], "targets")
+    return _json(fields["inputs"], "inputs"), _json(fields["targets"], "targets"), None
+
+
+def _from_body(body: Any) -> tuple[Any, Any, bytes | None]:
+    if not isinstance(body, dict):
+        raise InvalidInput("a batch must be a JSON object", field="body")
+    unknown = sorted(set(body) - {"inputs", "targets", "batch_id"})
+    if unknown:
+        raise InvalidInput(f"unknown field {unknown[0]!r}", field=unknown[0])
+    given = body.get("batch_id")
+    if given is not None and (isinstance(given, bool) or not isinstance(given, str | int)):
+        raise InvalidInput("batch_id must be a string or an integer", field="batch_id")
+    return body.get("inputs"), body.get("targets"), None if given is None else str(given).encode()
 
 
 def _json(value: bytes, name: str) -> Any:
     try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError:
+        return decode_json(value)
+    except MalformedBody:
         raise InvalidInput(f"{name} is not valid JSON", field=name) from None
 
 

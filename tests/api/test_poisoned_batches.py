@@ -6,13 +6,14 @@ state, normalizer statistics, generator and counters: the checkpoint's sha256) i
 the head of a control run that saw only the good batches.
 
 The batches go through a *sender*: one function per transport, so the same scenario runs over
-HTTP here and can run through another ingest path (a Redis stream, which dead-letters refusals)
-by adding a sender to `SENDERS`.
+HTTP and through a Redis stream as a producer would `XADD` them (refusals are dead-lettered with
+their reason).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,11 +22,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis
 import torch
 from fastapi.testclient import TestClient
 
+from service.api.errors import STATUS
 from service.app import create_app
 from service.config import Settings
+from service.errors import GradualError
 from tests.factories import checkpoint, model_body
 
 FEATURES, CLASSES, ROWS = 4, 3, 8
@@ -59,7 +63,54 @@ def send_http(client: TestClient, body: bytes) -> Outcome:
     return Outcome(response.status_code, answer.get("code"), answer.get("field"))
 
 
-SENDERS: dict[str, Sender] = {"http": send_http}
+def send_redis(client: TestClient, body: bytes) -> Outcome:
+    """As a producer: the body goes into the model's stream as is; the owner's outcome (or the
+    dead letter's reason) says what became of it."""
+    settings: Settings = client.app.state.settings  # type: ignore[attr-defined]
+    connection, subscription = _redis(settings)
+    entry_id = connection.xadd(f"{settings.redis_prefix}:m:batches", {"body": body}).decode()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        note = subscription.get_message(timeout=1.0)
+        if note is None or note["type"] != "message":
+            continue
+        outcome = json.loads(note["data"])
+        if outcome["entry"] != entry_id:
+            continue
+        if (error := outcome.get("error")) is None:
+            return Outcome(200, None, None)
+        dead = connection.xrevrange(f"{settings.redis_prefix}:m:dead", count=1)
+        assert dead, "not dead-lettered"
+        assert dead[0][1][b"source_id"].decode() == entry_id, "not dead-lettered"
+        return Outcome(_status(error["code"]), error["code"], error["field"])
+    raise AssertionError(f"no outcome for stream entry {entry_id}")
+
+
+_CONNECTIONS: dict[str, tuple[redis.Redis, Any]] = {}
+
+
+def _redis(settings: Settings) -> tuple[redis.Redis, Any]:
+    if settings.redis_prefix not in _CONNECTIONS:
+        assert settings.redis_url is not None
+        connection = redis.Redis.from_url(settings.redis_url)
+        subscription = connection.pubsub()
+        subscription.subscribe(f"{settings.redis_prefix}:outcomes")
+        _CONNECTIONS[settings.redis_prefix] = (connection, subscription)
+    return _CONNECTIONS[settings.redis_prefix]
+
+
+def _status(code: str) -> int:
+    """The HTTP status the same refusal gets over HTTP (the error table, by class)."""
+    classes, found = [GradualError], []
+    while classes:
+        cls = classes.pop()
+        found.append(cls)
+        classes.extend(cls.__subclasses__())
+    error = next(cls for cls in found if cls.code == code)
+    return next(STATUS[base] for base in error.__mro__ if base in STATUS)
+
+
+SENDERS: dict[str, Sender] = {"http": send_http, "redis": send_redis}
 
 
 def good_batch(rng: np.random.Generator) -> bytes:
@@ -135,9 +186,9 @@ def stream(seed: int) -> tuple[list[bytes], list[bytes | Poison]]:
     return goods, mixed
 
 
-def run_settings(make_settings: Callable[..., Settings], data: Path) -> Settings:
+def run_settings(make_settings: Callable[..., Settings], data: Path, **redis: object) -> Settings:
     database = f"sqlite:///{data / 'gradual.db'}"
-    return make_settings(data_dir=data, database_url=database, torch_threads=1)
+    return make_settings(data_dir=data, database_url=database, torch_threads=1, **redis)
 
 
 @contextmanager
@@ -145,6 +196,11 @@ def served(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as client:
         body = model_body("m", normalize=False, training={"holdout": 0.1, "eval_every": 25})
         assert client.post("/v1/models", json=body).status_code == 201
+        if settings.redis_url is not None:  # trained by its owner: wait until this replica is
+            deadline = time.monotonic() + 10
+            while client.get("/readyz").json()["detail"].get("owned") != ["m"]:
+                assert time.monotonic() < deadline, "the replica never owned the model"
+                time.sleep(0.02)
         yield client
 
 
@@ -163,14 +219,16 @@ def final_state(client: TestClient) -> tuple[str, int]:
 @pytest.mark.slow
 @pytest.mark.parametrize("sender", list(SENDERS))
 def test_poisoned_batches_are_refused_and_leave_the_model_bit_for_bit_unchanged(
-    make_settings: Callable[..., Settings], tmp_path: Path, sender: str
-) -> None:
+    make_settings: Callable[..., Settings], tmp_path: Path, sender: str,
+    request: pytest.FixtureRequest,
+) -> None:  # fmt: skip
     send = SENDERS[sender]
+    poisoned_redis, control_redis = _redis_settings(request, sender)
     goods, mixed = stream(seed=8)
     wrong: list[tuple[str, Outcome]] = []
     kinds = {item.kind for item in mixed if isinstance(item, Poison)}
     assert kinds == set(POISONS)  # every kind of poison is in the mix
-    with served(run_settings(make_settings, tmp_path / "poisoned")) as client:
+    with served(run_settings(make_settings, tmp_path / "poisoned", **poisoned_redis)) as client:
         for index, item in enumerate(mixed):
             if isinstance(item, Poison):
                 outcome = send(client, item.body)
@@ -182,10 +240,23 @@ def test_poisoned_batches_are_refused_and_leave_the_model_bit_for_bit_unchanged(
             if index % 100 == 0:
                 assert client.get("/healthz").status_code == 200
         poisoned = final_state(client)
-    with served(run_settings(make_settings, tmp_path / "control")) as control:
+    with served(run_settings(make_settings, tmp_path / "control", **control_redis)) as control:
         for good in goods:
             assert send(control, good).status == 200
         clean = final_state(control)
     assert wrong == []
     assert poisoned == clean
     assert poisoned[1] > 0.9 * BATCHES  # about one step per good batch: all of them trained
+
+
+def _redis_settings(
+    request: pytest.FixtureRequest, sender: str
+) -> tuple[dict[str, object], dict[str, object]]:
+    """Through Redis, the poisoned and the control run each get a key prefix of their own."""
+    if sender != "redis":
+        return {}, {}
+    url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+    return (
+        {"redis_url": url, "redis_prefix": f"{prefix}-p"},
+        {"redis_url": url, "redis_prefix": f"{prefix}-c"},
+    )
