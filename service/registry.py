@@ -130,13 +130,13 @@ class Registry:
         fence: Fence,
     ) -> VersionRow:  # fmt: skip
         with self._sessions.begin() as session:
+            model = _locked_model(session, model_id, fence)  # first: writers queue on the row
             latest = session.scalar(
                 select(func.max(VersionRow.number)).where(VersionRow.model_id == model_id)
             )
             number = (latest or 0) + 1
             version = _version_row(model_id, number, new)
             session.add(version)
-            model = _locked_model(session, model_id, fence)
             model.head_version = number
             if pointers.best:
                 model.best_version = number
