@@ -10,6 +10,8 @@ import torch
 from anyio import to_thread
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from service import consistency, crashpoints
 from service.config import Settings
@@ -43,7 +45,7 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
         app.state.hub = hub
         app.state.loaded = False
         await hub.load_all()
-        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        redis = _redis(settings.redis_url) if settings.redis_url else None
         if redis is not None:
             hub.cluster = Cluster(hub, redis, settings)
             await hub.cluster.start()
@@ -96,3 +98,9 @@ def _check_store(registry: Registry, settings: Settings) -> None:
         "consistency: %d versions and %d files checked, %d findings",
         report.versions, report.files, len(report.findings),
     )  # fmt: skip
+
+
+def _redis(url: str) -> Redis:
+    """A client that fails fast when Redis is down (the caller answers 503 and retries later)."""
+    retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2)
+    return Redis.from_url(url, socket_connect_timeout=2.0, retry=retry)

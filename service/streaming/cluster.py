@@ -78,7 +78,6 @@ class Cluster:
     # -- start and stop -------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self._pubsub.subscribe(self.keys.outcomes, self.keys.changes)
         self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._steer())]
 
     async def stop_consuming(self) -> None:
@@ -107,6 +106,12 @@ class Cluster:
     async def submit(self, live: LiveModel, entry: Entry) -> asyncio.Future[Any] | None:
         """Adds the entry to the model's stream; returns the future of its outcome, or None for
         a batch id seen before. Once this returns, the entry is durable in Redis."""
+        try:
+            return await self._submit(live, entry)
+        except RedisError as exc:  # nothing was acknowledged: the client may retry
+            raise Unavailable(f"Redis is unreachable: {type(exc).__name__}") from exc
+
+    async def _submit(self, live: LiveModel, entry: Entry) -> asyncio.Future[Any] | None:
         if entry.kind == "fit":
             if entry.batch_id is not None and live.ledger.seen(entry.batch_id):
                 return None
@@ -142,26 +147,39 @@ class Cluster:
         if owned is not None and owned.task is not None:
             owned.task.cancel()
             await asyncio.gather(owned.task, return_exceptions=True)
-        if owned is not None:
-            await self.leases.release(name, owned.fence)
-        await self.streams.remove(name)
+        with contextlib.suppress(RedisError):  # a lease lapses, a stream can go later
+            if owned is not None:
+                await self.leases.release(name, owned.fence)
+            await self.streams.remove(name)
         await self.announce(name)
 
     async def announce(self, model: str) -> None:
-        """Tells every replica to re-read `model` from the database now."""
-        await self.redis.publish(self.keys.changes, orjson.dumps({"model": model}))
+        """Tells every replica to re-read `model` from the database now (best effort: they
+        also re-read it every `sync_every_s`)."""
+        with contextlib.suppress(RedisError):
+            await self.redis.publish(self.keys.changes, orjson.dumps({"model": model}))
 
     # -- keeping in step ------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        async for note in self._pubsub.listen():
-            if note.get("type") != "message":
-                continue
-            channel = note["channel"].decode()
-            if channel == self.keys.outcomes:
-                self.outcomes.arrived(note["data"])
-            else:
-                self._wake.set()
+        """Follows outcomes and changes; after Redis went away, subscribes again."""
+        while not self._stopping:
+            try:
+                await self._pubsub.subscribe(self.keys.outcomes, self.keys.changes)
+                async for note in self._pubsub.listen():
+                    self._heard(note)
+            except (RedisError, OSError) as exc:
+                log.warning("Redis subscription lost (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+                self._wake.set()  # missed changes: re-read the database
+
+    def _heard(self, note: dict[str, Any]) -> None:
+        if note.get("type") != "message":
+            return
+        if note["channel"].decode() == self.keys.outcomes:
+            self.outcomes.arrived(note["data"])
+        else:
+            self._wake.set()
 
     async def _steer(self) -> None:
         period = min(self.settings.lease_ttl_s / 3, self.settings.sync_every_s)

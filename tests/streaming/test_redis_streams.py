@@ -214,3 +214,26 @@ def test_restart_resumes_from_the_committed_snapshot_and_the_stream(
     after = again.post("/v1/models/m/predict", json={"inputs": labelled(4, seed=9)["inputs"]})
     assert after.json() == before.json()
     assert fit(again, "m", labelled(8, seed=0) | {"batch_id": "b0"})["duplicate"] is True
+
+
+def test_without_redis_the_service_starts_unready_and_refuses_batches_with_503(
+    start: Start, make_settings: Callable[..., Settings]
+) -> None:
+    from tests.streaming.replicas import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    client = start(make_settings(redis_url=dead, lease_ttl_s=1.0, sync_every_s=0.3))
+    assert client.post("/v1/models", json=model_body("m")).status_code == 201
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["detail"]["redis"].startswith("unreachable")
+    refused = client.post("/v1/models/m/partial-fit", json=labelled(4, seed=1))
+    assert refused.status_code == 503
+    assert refused.json()["code"] == "unavailable"
+    assert refused.headers["retry-after"] == "1"
+    assert (
+        client.post(
+            "/v1/models/m/predict", json={"inputs": labelled(2, seed=2)["inputs"]}
+        ).status_code
+        == 200
+    )
