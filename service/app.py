@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from service.api import (
@@ -17,6 +17,7 @@ from service.api import (
     training,
     versions,
 )
+from service.api.deps import discover_model
 from service.api.guards import HostGuard, NameGuard, OriginGuard
 from service.api.limits import RequestEdge
 from service.config import Settings
@@ -54,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     openapi.install(app, ErrorBody.model_json_schema(), ProtocolError.model_json_schema())
     for router in ROUTERS:
-        app.include_router(router)
+        app.include_router(router, dependencies=[Depends(discover_model)])
     # The last added runs first: host, cross-site writes, CORS, metrics, name, body limits.
     app.add_middleware(RequestEdge, max_bytes=settings.max_body_bytes)
     app.add_middleware(NameGuard)

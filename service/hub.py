@@ -386,6 +386,14 @@ class ModelHub:
         self._models[name] = live
         return live
 
+    async def discover(self, name: str) -> None:
+        """Loads a model another replica created, if the database has it (else: a 404 later)."""
+        try:
+            row = await to_thread.run_sync(self.registry.model, name)
+        except ModelNotFound:
+            return
+        await self.refresh([row], owned=set(), force={name}, prune=False)
+
     async def step_down(self, name: str) -> None:
         """Drops what an owner computed but could not commit: back to the committed state."""
         rows = {row.name: row for row in await to_thread.run_sync(self.registry.models)}
@@ -393,6 +401,7 @@ class ModelHub:
 
     async def refresh(
         self, rows: Sequence[ModelRow], *, owned: set[str], force: Collection[str] = (),
+        prune: bool = True,
     ) -> None:  # fmt: skip
         """Keeps the models this replica does not own in step with the database."""
         for row in rows:
@@ -405,7 +414,7 @@ class ModelHub:
                 except (VersionUnavailable, OSError) as exc:
                     log.warning("model %s not refreshed: %s", row.name, exc)
         names = {row.name for row in rows} | owned | self._creating
-        for gone in set(self._models) - names:
+        for gone in set(self._models) - names if prune else ():
             self.versions.forget(self._models.pop(gone).id)
 
     # -- history --------------------------------------------------------------------------

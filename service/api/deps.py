@@ -22,6 +22,15 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
+async def discover_model(request: Request) -> None:
+    """With several replicas, a model created on another one may not be here yet: look it up
+    in the database before the route answers 404."""
+    name = request.path_params.get("name")
+    hub: ModelHub = request.app.state.hub
+    if isinstance(name, str) and hub.cluster is not None and not hub.has(name):
+        await hub.discover(name)
+
+
 HubDep = Annotated[ModelHub, Depends(get_hub)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 NameParam = Annotated[str, Path(pattern=NAME_PATTERN, description="The model's name.")]

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,14 +170,15 @@ def _versions_in_postgres(stack: RunningStack, model: str) -> list[int]:
 
 
 def _owner(stack: RunningStack, model: str) -> str:
-    """The replica that holds the model in memory (without Redis mode, its creator)."""
-    holders = []
-    for name in ("api-1", "api-2"):
-        with _client(stack.url(name)) as client:
-            if client.get(f"/v1/models/{model}").status_code == 200:
-                holders.append(name)
-    assert holders, f"no replica holds {model}"
-    return holders[0]
+    """The replica holding the model's lease: the one that trains it."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for name in ("api-1", "api-2"):
+            with _client(stack.url(name)) as client:
+                if model in client.get("/readyz").json()["detail"].get("owned", []):
+                    return name
+        time.sleep(0.1)
+    raise AssertionError(f"no replica owns {model}")
 
 
 def _accuracy(client: httpx.Client, model: str, x: np.ndarray, y: np.ndarray) -> float:

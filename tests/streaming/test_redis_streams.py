@@ -186,9 +186,9 @@ def test_entries_are_acknowledged_and_trimmed_once_a_snapshot_holds_them(
 def test_full_stream_backlog_answers_429_with_retry_after(
     start: Start, cluster_settings: Settings, rdb: redis.Redis, redis_prefix: str
 ) -> None:
+    rdb.set(f"{redis_prefix}:m:lease", "someone-else:999", px=60_000)  # nobody here may own it
     client = start(cluster_settings.model_copy(update={"stream_backlog": 3}))
     assert client.post("/v1/models", json=model_body("m")).status_code == 201
-    rdb.set(f"{redis_prefix}:m:lease", "someone-else:999", px=60_000)  # nobody here may own it
     answers = [
         client.post("/v1/models/m/partial-fit", params={"wait": "false"}, json=labelled(4, seed=i))
         for i in range(5)
