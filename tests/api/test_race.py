@@ -50,7 +50,7 @@ def digits_body(name: str, **fields: Any) -> dict[str, Any]:
         "name": name,
         "spec": {"task": "classification", "inputs": 64, "outputs": 10, "hidden": [64]},
         "optimizer": {"name": "adam", "lr": 0.003},
-        "training": {"eval_every": 4},  # the service's defaults otherwise (replay included)
+        "training": {"eval_every": 4, "replay_ratio": 1.0},  # service defaults otherwise
         "seed": 0,
         **fields,
     }
