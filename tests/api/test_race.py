@@ -135,6 +135,10 @@ def test_halving_events_explain_each_retirement_and_old_versions_keep_their_arch
     # Version 1 is candidate 0's first weights ([1] hidden): it still loads and predicts the same.
     again = client.post("/v1/models/m/predict", json={"inputs": x[:5].tolist(), "version": 1})
     assert again.json() == first.json()
+    leader = next(c for c in found if c["leader"])
+    assert leader["spec"]["hidden"] == [32]  # the [1] networks cannot compete
+    refused = client.post("/v1/models/m/rollback", json={"version": 1})
+    assert (refused.status_code, refused.json()["field"]) == (422, "version")
 
 
 def test_retired_candidates_release_their_parameters(client: TestClient) -> None:
