@@ -50,7 +50,8 @@ def race_round(learner: OnlineLearner, race: Race, leader: Metrics) -> None:
         learner.switch_leader(ranking[0])
     for candidate in losers:
         score = candidate.score(metric)
-        race.retire(candidate, step=learner.head.step, reason=f"halving: val_{metric}={score}")
+        shown = "none" if score is None else f"{score:.4g}"
+        race.retire(candidate, step=learner.head.step, reason=f"halving: val_{metric} {shown}")
     data = {
         "step": learner.head.step, "round": race.rounds, "leader": race.leader_index,
         "ranking": [{"index": c.index, f"val_{metric}": c.score(metric)} for c in ranking],
