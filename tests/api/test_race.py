@@ -41,8 +41,10 @@ DIGITS_VARIATIONS: list[dict[str, Any]] = [
 DIGITS_EPOCHS = 2
 
 
-def race_body(name: str, search: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    return model_body(name, training=RACING, **fields) | {"search": search}
+def race_body(
+    name: str, search: dict[str, Any], *, training: dict[str, Any] | None = None, **fields: Any
+) -> dict[str, Any]:
+    return model_body(name, training=RACING | (training or {}), **fields) | {"search": search}
 
 
 def digits_body(name: str, **fields: Any) -> dict[str, Any]:
@@ -212,3 +214,27 @@ def test_crash_image_restarts_the_race_bit_for_bit(
         assert fit(copy, "m", batch) == fit(original, "m", batch)
     assert candidates(copy, "m") == candidates(original, "m")
     assert any(c["state"] == "retired" for c in candidates(copy, "m"))
+
+
+def test_drift_after_an_early_stop_reopens_the_race(
+    client: TestClient,
+) -> None:
+    search = {"variations": {"hidden": [[4], [16], [32]]}, "budget": 1}
+    body = race_body("m", search, training={"stopping_threshold": 0.75, "buffer_size": 200})
+    assert client.post("/v1/models", json=body).status_code == 201
+    x, y = blobs(2000, seed=7)
+    for start in range(0, 2000, 40):
+        rows = {"inputs": x[start : start + 40].tolist(), "targets": y[start : start + 40].tolist()}
+        if fit(client, "m", rows)["state"] == "stopped":
+            break
+    assert model_state(client, "m")["state"] == "stopped"
+    assert [c["state"] for c in candidates(client, "m")].count("retired") == 2
+    moved = {"inputs": x[:200].tolist(), "targets": ((y[:200] + 1) % 3).tolist()}
+    fit(client, "m", moved)  # not trained on: the world moved, so training resumes
+    assert [e["data"]["reason"] for e in events(client, "m", "resume")] == ["drift"]
+    reopened = events(client, "m", "race_reopened")
+    assert len(reopened) == 1
+    assert sorted(reopened[0]["data"]["reopened"]) == sorted(
+        c["index"] for c in candidates(client, "m") if not c["leader"]
+    )
+    assert [(c["state"], c["retired_at"]) for c in candidates(client, "m")] == [("live", None)] * 3
