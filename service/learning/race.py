@@ -27,7 +27,7 @@ from service.learning.replay import SEED_OFFSET, ReplayBuffer
 from service.learning.search import CandidatePlan, SearchConfig
 
 CandidateState = Literal["live", "retired"]
-MAX_HISTORY = 5000  # rounds kept per candidate (the oldest go first)
+MAX_HISTORY = 1000  # rounds kept per candidate (the oldest go first; snapshots hold them)
 Scorer = Callable[[torch.nn.Module, Any], Metrics]
 Fitter = Callable[[TrainingHead, CandidatePlan, ReplayBuffer], None]
 
