@@ -18,7 +18,7 @@ import torch
 
 from service import crashpoints
 from service.db.tables import ModelRow
-from service.errors import BatchSkipped, GradualError
+from service.errors import BatchSkipped, GradualError, InvalidInput
 from service.learning.config import TrainingConfig
 from service.learning.snapshot import capture
 from service.live import LiveModel, StreamGuard, Trained
@@ -134,8 +134,15 @@ class Executor:
 
     def _rollback(self, live: LiveModel, record: Record) -> None:
         version = int(record.args["version"])
-        state = live.learner.head.state_from(self.read(live.row, version))
-        live.learner.reset_to(version, state)
+        checkpoint = self.read(live.row, version)
+        spec = checkpoint.meta.get("spec")  # a race's versions name their candidate's spec
+        if spec is not None and spec != live.learner.spec.model_dump(mode="json"):
+            raise InvalidInput(
+                f"version {version} was trained by another candidate of the race; promote it "
+                "to serve it",
+                field="version",
+            )
+        live.learner.reset_to(version, live.learner.head.state_from(checkpoint))
 
     def _promote(self, live: LiveModel, record: Record) -> None:
         version = int(record.args["version"])

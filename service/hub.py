@@ -35,6 +35,9 @@ from service.learning.config import TrainingConfig
 from service.learning.head import TrainingHead
 from service.learning.learner import BestVersion, Control, OnlineLearner
 from service.learning.ledger import BatchLedger
+from service.learning.race import Race, new_candidate
+from service.learning.race_state import restore_race
+from service.learning.search import plan_candidates
 from service.learning.snapshot import describe, restore_into
 from service.learning.trainer import Limits
 from service.live import FitOutcome, LiveModel, StreamGuard, Trained
@@ -113,7 +116,9 @@ class ModelHub:
     def _restore(self, row: ModelRow) -> LiveModel:
         seq, snapshot = self._snapshot_of(row)
         info = describe(snapshot)
-        head = self._new_head(row)
+        race = restore_race(snapshot, self.device) if "race" in snapshot.meta else None
+        head = self._new_head(row) if race is None else race.leader.head
+        assert head is not None
         best_state = head.state_from(self._read(row, info.pointers.best))
         recorded = self.registry.applied_batch_ids(
             row.id, limit=self.settings.batch_id_memory, through_seq=seq
@@ -122,7 +127,7 @@ class ModelHub:
             row, head, self._load_version(row, info.pointers.served),
             BestVersion(info.pointers.best, best_state, info.control.stopper.best),
             info.control, info.training, info.pointers.head,
-            recorded_ids=recorded, unrecorded_ids=info.unrecorded_ids,
+            recorded_ids=recorded, unrecorded_ids=info.unrecorded_ids, race=race,
         )  # fmt: skip
         restore_into(learner, snapshot)
         live = self._live(row, learner, seq)
@@ -187,7 +192,14 @@ class ModelHub:
             optimizer=request.optimizer.model_dump(), training=request.training.model_dump(),
             seed=request.seed,
         )  # fmt: skip
-        head = TrainingHead(request.spec, request.optimizer, seed=request.seed, device=self.device)
+        race = self._new_race(request)
+        if race is None:
+            head = TrainingHead(
+                request.spec, request.optimizer, seed=request.seed, device=self.device
+            )
+        else:
+            assert race.leader.head is not None
+            head = race.leader.head
         checkpoint = head.checkpoint()
         written: list[NewVersion] = []
 
@@ -203,12 +215,30 @@ class ModelHub:
             for version in written:  # its row never committed
                 self.store.remove(version.file.path)
             raise
-        served = ServedModel.from_state(request.spec, 1, checkpoint.network, self.device)
+        served = ServedModel.from_state(head.spec, 1, checkpoint.network, self.device)
         best = BestVersion(1, head.state(), None)
-        learner = self._learner(row, head, served, best, Control(), request.training, 1)
+        learner = self._learner(row, head, served, best, Control(), request.training, 1, race=race)
         live = self._live(row, learner, 0)
         self.executor.snapshot(live, 0)  # the state replay starts from
         return live
+
+    def _new_race(self, request: CreateModel) -> Race | None:
+        if request.search is None:
+            return None
+        plans = plan_candidates(
+            request.search, spec=request.spec, optimizer=request.optimizer,
+            training=request.training, seed=request.seed,
+        )  # fmt: skip
+        return Race(request.search, [new_candidate(plan, self.device) for plan in plans])
+
+    async def candidates(self, name: str) -> list[dict[str, Any]]:
+        """A race's candidates as its writer sees them between two batches ([] without one)."""
+        live = self.live(name)
+        if live.learner.race is None:
+            return []
+        return await live.pipeline.run(
+            lambda: live.learner.race.view() if live.learner.race else []
+        )
 
     async def delete(self, name: str) -> None:
         live = self.live(name)
@@ -240,10 +270,10 @@ class ModelHub:
 
     def _load_version(self, row: ModelRow, number: int) -> ServedModel:
         def load() -> ServedModel:
-            spec = NetworkSpec.model_validate(row.spec)
-            return ServedModel.from_state(
-                spec, number, self._read(row, number).network, self.device
-            )
+            checkpoint = self._read(row, number)
+            # A race's versions name their candidate's spec; a lone model's are the row's.
+            spec = NetworkSpec.model_validate(checkpoint.meta.get("spec", row.spec))
+            return ServedModel.from_state(spec, number, checkpoint.network, self.device)
 
         return self.versions.get_or_load((row.id, number), load)
 
@@ -447,12 +477,14 @@ class ModelHub:
         self, row: ModelRow, head: TrainingHead, served: ServedModel, best: BestVersion,
         control: Control, training: TrainingConfig, head_version: int, *,
         recorded_ids: Sequence[str] = (), unrecorded_ids: Sequence[str] = (),
+        race: Race | None = None,
     ) -> OnlineLearner:  # fmt: skip
         ledger = BatchLedger(self.settings.batch_id_memory, recorded_ids, unrecorded_ids)
+        optimizer = OptimizerSpec.model_validate(row.optimizer)
         return OnlineLearner(
             head=head, served=served, best=best, head_version=head_version, training=training,
-            optimizer=OptimizerSpec.model_validate(row.optimizer), seed=row.seed,
-            limits=self.limits, control=control,
+            optimizer=optimizer if race is None else race.leader.plan.optimizer, seed=row.seed,
+            limits=self.limits, control=control, race=race,
             recorder=ModelRecorder(
                 self.registry, self.store, row.id, ledger,
                 notify=partial(self.notifier.notify, row.id),

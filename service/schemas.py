@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from models.spec import NetworkSpec, OptimizerSpec, StrictModel
 from service.learning.config import TrainingConfig
+from service.learning.search import MAX_CANDIDATES, SearchConfig
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 # Bounds of the database columns: a larger number is a 422, never a driver overflow (500).
@@ -24,6 +25,11 @@ class CreateModel(StrictModel):
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    search: SearchConfig | None = Field(
+        default=None,
+        description=f"Race candidate variations of this spec on the stream (at most "
+        f"{MAX_CANDIDATES}); the best one is served.",
+    )
 
 
 class ModelView(BaseModel):
@@ -47,6 +53,24 @@ class ModelView(BaseModel):
     lr: float = Field(description="The learning rate of the next optimizer step.")
     device: str
     created_at: datetime
+
+
+class CandidateView(BaseModel):
+    index: int
+    overrides: dict[str, Any] = Field(description="What this candidate changes in the base.")
+    spec: NetworkSpec
+    optimizer: OptimizerSpec
+    batch_size: int
+    seed: int
+    state: str = Field(description="live | retired")
+    leader: bool = Field(description="Whether this candidate is the model's head.")
+    retired_at: dict[str, Any] | None = Field(description="round, step and reason, if retired.")
+    history: list[dict[str, Any]] = Field(description="round, step and val_* per round.")
+
+
+class CandidateList(BaseModel):
+    model: str
+    candidates: list[CandidateView]
 
 
 class ModelList(BaseModel):

@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("partial_fit", "predict", "rollback", "memory", "microbatch", "prequential")
+SCRIPTS = (
+    "partial_fit", "predict", "rollback", "memory", "microbatch", "prequential", "race",
+)  # fmt: skip
 TIMEOUT_S = 120
 FIGURE = re.compile(r"^figure .+: -?\d+\.\d+ \S+ \(target .+\)$", re.MULTILINE)
 

@@ -291,3 +291,23 @@ def test_a_refused_rollback_shows_the_servers_message(
     expect(dash.page.locator("#error")).to_be_visible()
     expect(dash.page.locator("#error-text")).to_contain_text("a write token is required")
     assert event_count(http, name, "rollback") == 0
+
+
+def test_a_race_shows_every_candidates_curve_side_by_side(
+    http: httpx.Client, open_dashboard: Callable[[], Dashboard]
+) -> None:
+    search = {"variations": {"hidden": [[1], [16], [32]]}, "budget": 2}
+    body = model_body("race", training={"holdout": 0.25, "eval_every": 2}) | {"search": search}
+    name = create(http, body)
+    dash = open_dashboard()
+    dash.select(name)
+    x, y = blobs(400, seed=6)
+    for start in range(0, 400, 40):
+        fit(http, name, batch(x[start : start + 40], y[start : start + 40]))
+    expect(dash.page.locator("#candidates-panel")).to_be_visible()
+    expect(dash.page.locator("#candidates polyline")).to_have_count(3)
+    expect(dash.page.locator("#candidates-legend li.candidate-retired")).to_have_count(2)
+    expect(dash.page.locator("#candidates-legend")).to_contain_text("leader")
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    dash.page.locator("#candidates-panel").screenshot(path=SCREENSHOT.parent / "race.png")
+    assert dash.problems == []

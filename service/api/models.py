@@ -23,6 +23,8 @@ from service.api.views import fit_view, model_view, validation_view
 from service.batches import matrix_from
 from service.schemas import (
     MAX_VERSION,
+    CandidateList,
+    CandidateView,
     CreateModel,
     ErrorBody,
     FitRequest,
@@ -150,3 +152,11 @@ async def add_validation(
 @router.get("/{name}/validation", dependencies=READ)
 async def get_validation(name: NameParam, hub: HubDep) -> ValidationView:
     return validation_view(hub.live(name))
+
+
+@router.get("/{name}/candidates", dependencies=READ)
+async def get_candidates(name: NameParam, hub: HubDep) -> CandidateList:
+    candidates = await hub.candidates(name)
+    return CandidateList(
+        model=name, candidates=[CandidateView.model_validate(c) for c in candidates]
+    )

@@ -28,9 +28,12 @@ class HeadState:
 
 class TrainingHead:
     def __init__(
-        self, spec: NetworkSpec, optimizer: OptimizerSpec, *, seed: int, device: torch.device
-    ) -> None:
+        self, spec: NetworkSpec, optimizer: OptimizerSpec, *, seed: int, device: torch.device,
+        describe: bool = False,
+    ) -> None:  # fmt: skip
         self.spec = spec
+        # A race candidate's versions name their spec: a model's versions may then differ in it.
+        self.describe = describe
         self.device = device
         self.network: Network = build_network(spec, seed=seed, device=device)
         self.network.train()
@@ -73,8 +76,16 @@ class TrainingHead:
             state.network,
             state.optimizer,
             state.rng,
-            {"step": self.step, "samples_seen": self.samples_seen, **(meta or {})},
+            {
+                "step": self.step,
+                "samples_seen": self.samples_seen,
+                **self._described(),
+                **(meta or {}),
+            },
         )
+
+    def _described(self) -> dict[str, Any]:
+        return {"spec": self.spec.model_dump(mode="json")} if self.describe else {}
 
     def load_checkpoint(self, checkpoint: Checkpoint, *, counters: bool = True) -> None:
         self.load_state(self.state_from(checkpoint), counters=counters)

@@ -27,6 +27,8 @@ from service.learning.early_stopping import EarlyStopper, StopperState, better
 from service.learning.evaluation import Metrics, evaluate
 from service.learning.head import HeadState, TrainingHead
 from service.learning.holdout import holdout_mask
+from service.learning.race import Candidate, Race
+from service.learning.racing import race_round, train_followers
 from service.learning.replay import ReplayBuffer
 from service.learning.rules import drifted, rollback_reason
 from service.learning.schedule import Plateau, after_round, learning_rate
@@ -89,8 +91,9 @@ class OnlineLearner:
     def __init__(
         self, *, head: TrainingHead, served: ServedModel, best: BestVersion, head_version: int,
         training: TrainingConfig, optimizer: OptimizerSpec, seed: int, limits: Limits,
-        recorder: ModelRecorder, control: Control,
+        recorder: ModelRecorder, control: Control, race: Race | None = None,
     ) -> None:  # fmt: skip
+        self.race = race  # candidates racing beside the head (the leader's), if any
         self.head = head
         self.served = served
         self.best = best
@@ -127,15 +130,17 @@ class OnlineLearner:
         if bool(train.any()):
             x_train, y_train = x[train], y[train]
             result = fit(
-                self.head, x_train, y_train, training=self.training, optimizer=self.optimizer,
+                self.head, x_train, y_train, training=self.fit_training, optimizer=self.optimizer,
                 limits=self.limits, replay=self.replay, lr=self.lr_at,
             )  # fmt: skip
             steps, trained, loss = result.steps, result.trained, result.train_loss
             self.round_losses.append((loss, trained))
+            if self.race is not None:
+                train_followers(self, self.race, x_train, y_train)
             self.replay.add(x_train, y_train)
         self._accept(x, y, held_out=mask)
-        if self._round_due():
-            self._round()
+        if self._round_due() and (metrics := self._round()) is not None and self.race is not None:
+            race_round(self, self.race, metrics)
         return LearnReport(trained, steps, loss, prequential, self.control.state)
 
     def add_validation(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -155,17 +160,25 @@ class OnlineLearner:
 
     # -- rounds ---------------------------------------------------------------------------
 
-    def _round(self) -> None:
+    @property
+    def fit_training(self) -> TrainingConfig:
+        """The training section the head's steps follow (a race leader's own batch size)."""
+        if self.race is None:
+            return self.training
+        return self.training.model_copy(update={"batch_size": self.race.leader.plan.batch_size})
+
+    def _round(self) -> Metrics | None:
+        """Scores the head on the buffer and acts on it; returns the scores, if any."""
         self.control.last_round_step = self.head.step
         if self.buffer.size == 0:
-            return
+            return None
         metrics = evaluate(self.head.network, self.spec, *self.buffer.tensors())
         score = metrics[self.training.metric]
         self.recorder.event("round", self.head_version, self._round_record(metrics))
         self._schedule_after_round(score)
         decision = self.stopper.update(score, self.head.step)
         if not decision.monitored:
-            return
+            return metrics
         if decision.improved:
             self._checkpoint_best(score, metrics)
         elif reason := rollback_reason(
@@ -174,6 +187,7 @@ class OnlineLearner:
             self._roll_back(reason, score)
         if decision.stop is not None:
             self._stop(decision.stop, score)
+        return metrics
 
     def _round_record(self, metrics: Metrics) -> dict[str, Any]:
         rows = sum(n for _, n in self.round_losses)
@@ -208,11 +222,11 @@ class OnlineLearner:
             self.training.schedule(), self.optimizer.lr, step=step, plateau=self.control.plateau
         )
 
-    def _checkpoint_best(self, score: float, metrics: Metrics) -> None:
+    def _checkpoint_best(self, score: float, metrics: Metrics, reason: str = "improved") -> None:
         val = {f"val_{k}": v for k, v in metrics.items()}
         serve = self._should_promote(score)
         number = self.recorder.checkpoint(
-            self.head, reason="improved", metrics=val, parent=self.head_version,
+            self.head, reason=reason, metrics=val, parent=self.head_version,
             pointers=Pointers(self.control_state(), serve=serve, best=True),
         )  # fmt: skip
         self.head_version = number
@@ -286,12 +300,28 @@ class OnlineLearner:
         if reason == "drift":
             # A new world: scores from the old one are no yardstick for improvement or rollback.
             self._forget_scores()
+            if self.race is not None and (back := self.race.reopen(self.head.device)):
+                data = {"step": self.head.step, "reopened": [c.index for c in back]}
+                self.recorder.event("race_reopened", self.head_version, data)
         else:
             self.stopper.state.wait = 0
         self.control.state, self.control.stopping_reason = "training", None
         self.control.served_score_at_stop = None
         self.control.last_round_step = self.head.step
         self.recorder.move("resume", None, Pointers(self.control_state()), {"reason": reason})
+
+    def switch_leader(self, candidate: Candidate) -> None:
+        """Hands the head to a better candidate: its weights become a version at once, served
+        if it beats the served version on the buffer (the usual gate); the yardstick for
+        improvement and rollback is its own score from now on."""
+        assert self.race is not None
+        assert candidate.head is not None
+        self.race.leader_index = candidate.index
+        self.head, self.optimizer = candidate.head, candidate.plan.optimizer
+        metrics = evaluate(self.head.network, self.spec, *self.buffer.tensors())
+        score = metrics[self.training.metric]
+        self.stopper.state.best, self.stopper.state.wait = score, 0
+        self._checkpoint_best(score, metrics, reason="race_leader")
 
     def _forget_scores(self) -> None:
         self.stopper.reset()

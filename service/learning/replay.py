@@ -72,6 +72,12 @@ class ReplayBuffer:
         if self.ring is not None:
             self.ring.load_ring(state.x, state.y, state.next_slot)
 
+    def drawing_with(self, generator: torch.Generator) -> ReplayBuffer:
+        """The same rows, drawn with another generator (a race candidate's own)."""
+        view = ReplayBuffer(0, *self._layout, seed=0)
+        view.capacity, view.ring, view.generator = self.capacity, self.ring, generator
+        return view
+
     def resized(self, capacity: int) -> ReplayBuffer:
         """A buffer of `capacity` with the newest rows of this one and the same generator."""
         new = ReplayBuffer(capacity, *self._layout, seed=0)

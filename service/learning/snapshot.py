@@ -4,7 +4,8 @@ A version holds what a network knows; a snapshot holds everything the *next* ste
 the head (weights, optimizer, generator, counters), the validation and replay buffers slot for
 slot, the replay buffer's generator, the controller's state (the learning-rate schedule's
 included), the loss accumulated since the last round, the training section in force, the
-served/head/best pointers and the batch ids not yet recorded with a version. Replaying the
+served/head/best pointers, the batch ids not yet recorded with a version, and a race's
+candidates (`race_state`). Replaying the
 log after a snapshot therefore reproduces the learner bit for bit.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from service.learning.config import TrainingConfig
 from service.learning.learner import Control, OnlineLearner
+from service.learning.race_state import capture_race
 from service.learning.replay import ReplayState
 from service.weights import Checkpoint
 
@@ -44,6 +46,9 @@ def capture(learner: OnlineLearner, *, seq: int, unrecorded_ids: list[str]) -> C
         "unrecorded_ids": unrecorded_ids,
     }  # fmt: skip
     extra = {"buffer_x": x, "buffer_y": y, "replay_x": replay.x, "replay_y": replay.y}
+    if learner.race is not None:
+        meta["race"], race_tensors = capture_race(learner.race)
+        extra |= race_tensors
     return Checkpoint(
         head.network, head.optimizer, head.rng, meta, extra | {"replay_rng": replay.rng}
     )

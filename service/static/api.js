@@ -62,6 +62,7 @@ export const api = {
   model: (name) => call("GET", model(name)),
   history: (name, points) => call("GET", `${model(name)}/history?points=${points}`),
   versions: (name) => call("GET", `${model(name)}/versions`),
+  candidates: (name) => call("GET", `${model(name)}/candidates`),
   promote: (name, version) => call("POST", `${model(name)}/promote`, { version }),
   rollback: (name, version) => call("POST", `${model(name)}/rollback`, { version }),
 };

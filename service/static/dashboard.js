@@ -2,6 +2,7 @@
 // (history first, then the event stream) and its versions with promote and rollback.
 
 import { ApiError, EventStream, api, token } from "./api.js";
+import { renderCandidates } from "./candidates.js";
 import { LossChart, MARKERS, formatNumber } from "./chart.js";
 
 const HISTORY_POINTS = 500;
@@ -175,6 +176,7 @@ async function select(name) {
   $("detail").hidden = false;
   $("detail").dataset.model = name;
   chart.reset([], []);
+  $("candidates-panel").hidden = true;
   renderModels();
   let loaded;
   try {
@@ -193,6 +195,7 @@ async function select(name) {
   chart.reset(curve.points, curve.markers);
   renderModel(model);
   renderVersions(versions, model);
+  refreshCandidates(name, model);
   const after = Math.max(0, ...curve.markers.map((m) => m.id));
   state.stream = new EventStream(name, { after, onEvent, onState: setConnection }).start();
 }
@@ -228,6 +231,9 @@ function scheduleRefresh({ versions }) {
     const [name, withVersions] = [state.selected, state.refreshVersions];
     state.refreshVersions = false;
     await refreshModels();
+    if (name && name === state.selected) {
+      refreshCandidates(name, state.models.find((m) => m.name === name));
+    }
     if (!withVersions || !name || name !== state.selected) return;
     try {
       const model = state.models.find((m) => m.name === name);
@@ -236,6 +242,25 @@ function scheduleRefresh({ versions }) {
       showError(error, "versions");
     }
   }, 300);
+}
+
+// -- candidates (a race) ---------------------------------------------------------------------
+
+async function refreshCandidates(name, model) {
+  let list;
+  try {
+    list = await api.candidates(name);
+  } catch (error) {
+    showError(error, "candidates");
+    return;
+  }
+  if (name !== state.selected) return;
+  const racing = list.candidates.length > 0;
+  $("candidates-panel").hidden = !racing;
+  if (racing) {
+    renderCandidates($("candidates"), $("candidates-legend"), list.candidates,
+      model?.training?.monitor);
+  }
 }
 
 // -- versions ---------------------------------------------------------------------------------
