@@ -19,9 +19,9 @@ import torch
 from anyio import to_thread
 from pydantic import ValidationError
 
-from models.spec import NetworkSpec, OptimizerSpec
+from models.spec import NetworkSpec
 from service import commands
-from service.commands import Executor
+from service.assembly import Assembler
 from service.config import Settings
 from service.db.tables import EventRow, ModelRow, VersionRow
 from service.errors import (
@@ -33,27 +33,21 @@ from service.errors import (
 )
 from service.learning.config import TrainingConfig
 from service.learning.head import TrainingHead
-from service.learning.learner import BestVersion, Control, OnlineLearner
-from service.learning.ledger import BatchLedger
+from service.learning.learner import BestVersion, Control
 from service.learning.race import Race, new_candidate
-from service.learning.race_state import restore_race
 from service.learning.search import plan_candidates
-from service.learning.snapshot import describe, restore_into
 from service.learning.trainer import Limits
 from service.live import FitOutcome, LiveModel, StreamGuard, Trained
 from service.metrics import Metrics
 from service.microbatch import MicroBatcher
 from service.notify import Notifier
-from service.pipeline import Pipeline
-from service.recorder import ModelRecorder
 from service.registry import NewModel, NewVersion, Registry
 from service.schemas import CreateModel
 from service.served import Predictions, ServedModel, decode_outputs, to_device
 from service.streaming.cluster import Cluster, OutcomeLate
 from service.streaming.entries import Entry
-from service.version_cache import VersionCache
 from service.wal import ModelLog, Record
-from service.weights import Checkpoint, WeightStore
+from service.weights import WeightStore
 
 log = logging.getLogger("gradual.hub")
 
@@ -70,13 +64,13 @@ class ModelHub:
         self.device = settings.torch_device()
         autocast = torch.bfloat16 if settings.precision == "bf16" else None
         self.limits = Limits(settings.max_weight_abs, settings.max_grad_norm, autocast)
-        self.versions = VersionCache(capacity=8)
-        self.executor = Executor(
-            store=store, registry=registry, device=self.device,
-            snapshot_every=settings.snapshot_every,
-            read=self._read, load=self._load_version,
-        )  # fmt: skip
         self.notifier = Notifier(asyncio.get_running_loop())
+        self.assembly = Assembler(
+            settings, registry, store, device=self.device, limits=self.limits,
+            notifier=self.notifier,
+        )  # fmt: skip
+        self.executor = self.assembly.executor
+        self.versions = self.assembly.versions
         self.batcher = MicroBatcher(
             max_batch=settings.predict_max_batch, max_wait_s=settings.predict_max_wait_ms / 1000,
             on_batch=lambda _key, rows, _requests: self.metrics.predict_rows.observe(rows),
@@ -108,56 +102,10 @@ class ModelHub:
         """Brings every model back: its latest snapshot, then the log after it (run at start)."""
         for row in await to_thread.run_sync(self.registry.models):
             try:
-                self._models[row.name] = await to_thread.run_sync(self._restore, row)
+                self._models[row.name] = await to_thread.run_sync(self.assembly.restore, row)
             except (VersionUnavailable, OSError) as exc:
                 self.failed[row.name] = str(exc)
                 log.error("model %s not loaded: %s", row.name, exc)
-
-    def _restore(self, row: ModelRow) -> LiveModel:
-        seq, snapshot = self._snapshot_of(row)
-        info = describe(snapshot)
-        race = restore_race(snapshot, self.device) if "race" in snapshot.meta else None
-        head = self._new_head(row) if race is None else race.leader.head
-        assert head is not None
-        best_state = head.state_from(self._read(row, info.pointers.best))
-        recorded = self.registry.applied_batch_ids(
-            row.id, limit=self.settings.batch_id_memory, through_seq=seq
-        )
-        learner = self._learner(
-            row, head, self._load_version(row, info.pointers.served),
-            BestVersion(info.pointers.best, best_state, info.control.stopper.best),
-            info.control, info.training, info.pointers.head,
-            recorded_ids=recorded, unrecorded_ids=info.unrecorded_ids, race=race,
-        )  # fmt: skip
-        restore_into(learner, snapshot)
-        live = self._live(row, learner, seq)
-        live.applied_through = live.committed_through = row.applied_through
-        self._replay(live)
-        return live
-
-    def _snapshot_of(self, row: ModelRow) -> tuple[int, Checkpoint]:
-        """The committed snapshot (scale-out), else the newest readable local one."""
-        if row.snapshot_path is not None and row.snapshot_sha256 is not None:
-            return row.snapshot_seq or 0, self.store.read(row.snapshot_path, row.snapshot_sha256)
-        found = self.store.latest_snapshot(row.id)
-        if found is None:
-            raise VersionUnavailable(f"model {row.name} has no recovery snapshot")
-        return found
-
-    def _replay(self, live: LiveModel) -> None:
-        """Re-applies every logged record after the snapshot, exactly as it ran the first time."""
-        if live.log is None:
-            return
-        live.learner.recorder.replay_through = live.log.last_seq
-        replayed = 0
-        for record in live.log.read(after=live.snapshot_seq):
-            try:
-                self.executor.run(live, record)
-            except Exception as exc:  # refused the first time too: the log keeps what was sent
-                log.info("replay of %s record %d refused again: %s", live.name, record.seq, exc)
-            replayed += 1
-        if replayed:
-            log.info("model %s: replayed %d logged records", live.name, replayed)
 
     async def close(self) -> None:
         """Graceful stop: finish the queued work, snapshot, close the logs."""
@@ -217,8 +165,10 @@ class ModelHub:
             raise
         served = ServedModel.from_state(head.spec, 1, checkpoint.network, self.device)
         best = BestVersion(1, head.state(), None)
-        learner = self._learner(row, head, served, best, Control(), request.training, 1, race=race)
-        live = self._live(row, learner, 0)
+        learner = self.assembly.learner(
+            row, head, served, best, Control(), request.training, 1, race=race
+        )
+        live = self.assembly.live(row, learner, 0)
         self.executor.snapshot(live, 0)  # the state replay starts from
         return live
 
@@ -264,24 +214,9 @@ class ModelHub:
         live = self.live(name)
         served = live.learner.served  # one read: a concurrent swap cannot split this request
         if version is not None and version != served.version:
-            served = await to_thread.run_sync(self._load_version, live.row, version)
+            served = await to_thread.run_sync(self.assembly.load_version, live.row, version)
         outputs = await self.batcher.submit(live.id, served, to_device(inputs, self.device))
         return served.version, decode_outputs(served.spec, outputs)
-
-    def _load_version(self, row: ModelRow, number: int) -> ServedModel:
-        def load() -> ServedModel:
-            checkpoint = self._read(row, number)
-            # A race's versions name their candidate's spec; a lone model's are the row's.
-            spec = NetworkSpec.model_validate(checkpoint.meta.get("spec", row.spec))
-            return ServedModel.from_state(spec, number, checkpoint.network, self.device)
-
-        return self.versions.get_or_load((row.id, number), load)
-
-    def _read(self, row: ModelRow, number: int) -> Checkpoint:
-        version = self.registry.version(row, number)
-        if version.status != "ready":
-            raise VersionUnavailable(f"version {number} is {version.status}", field="version")
-        return self.store.read(version.weights_path, version.weights_sha256)
 
     # -- training -------------------------------------------------------------------------
 
@@ -411,7 +346,7 @@ class ModelHub:
 
     async def take_over(self, name: str, fence: int) -> LiveModel:
         """Becomes the model's owner: its committed state, fresh from the database."""
-        live = await to_thread.run_sync(self._restore, self.registry.model(name))
+        live = await to_thread.run_sync(self.assembly.restore, self.registry.model(name))
         live.fence = live.learner.recorder.fence = fence
         self._models[name] = live
         return live
@@ -440,7 +375,7 @@ class ModelHub:
                 continue
             if live is None or row.name in force or _moved(live, row):
                 try:
-                    self._models[row.name] = await to_thread.run_sync(self._restore, row)
+                    self._models[row.name] = await to_thread.run_sync(self.assembly.restore, row)
                 except (VersionUnavailable, OSError) as exc:
                     log.warning("model %s not refreshed: %s", row.name, exc)
         names = {row.name for row in rows} | owned | self._creating
@@ -465,47 +400,6 @@ class ModelHub:
 
     async def wait_for_events(self, name: str, timeout: float) -> None:
         await self.notifier.wait(self.live(name).id, timeout)
-
-    # -- assembly -------------------------------------------------------------------------
-
-    def _new_head(self, row: ModelRow) -> TrainingHead:
-        spec = NetworkSpec.model_validate(row.spec)
-        optimizer = OptimizerSpec.model_validate(row.optimizer)
-        return TrainingHead(spec, optimizer, seed=row.seed, device=self.device)
-
-    def _learner(
-        self, row: ModelRow, head: TrainingHead, served: ServedModel, best: BestVersion,
-        control: Control, training: TrainingConfig, head_version: int, *,
-        recorded_ids: Sequence[str] = (), unrecorded_ids: Sequence[str] = (),
-        race: Race | None = None,
-    ) -> OnlineLearner:  # fmt: skip
-        ledger = BatchLedger(self.settings.batch_id_memory, recorded_ids, unrecorded_ids)
-        optimizer = OptimizerSpec.model_validate(row.optimizer)
-        return OnlineLearner(
-            head=head, served=served, best=best, head_version=head_version, training=training,
-            optimizer=optimizer if race is None else race.leader.plan.optimizer, seed=row.seed,
-            limits=self.limits, control=control, race=race,
-            recorder=ModelRecorder(
-                self.registry, self.store, row.id, ledger,
-                notify=partial(self.notifier.notify, row.id),
-            ),
-        )  # fmt: skip
-
-    def _live(self, row: ModelRow, learner: OnlineLearner, seq: int) -> LiveModel:
-        wal = None
-        if self.settings.durability == "wal" and self.settings.redis_url is None:
-            wal = ModelLog(self.settings.wal_dir / f"m{row.id}")
-        pipeline = Pipeline(self.settings.queue_batches, self.settings.retry_after_s)
-        ledger = learner.recorder.ledger
-        return LiveModel(
-            row,
-            learner,
-            ledger,
-            pipeline,
-            wal,
-            seq=max(seq, wal.last_seq if wal else 0),
-            snapshot_seq=seq,
-        )
 
 
 def _moved(live: LiveModel, row: ModelRow) -> bool:

@@ -1,0 +1,155 @@
+"""Assembles a live model from its row: the committed or newest snapshot, the log after it,
+the versions it points at. Start, takeover, follower refreshes and creation all come here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import partial
+
+import torch
+
+from models.spec import NetworkSpec, OptimizerSpec
+from service.commands import Executor
+from service.config import Settings
+from service.db.tables import ModelRow
+from service.errors import VersionUnavailable
+from service.learning.config import TrainingConfig
+from service.learning.head import TrainingHead
+from service.learning.learner import BestVersion, Control, OnlineLearner
+from service.learning.ledger import BatchLedger
+from service.learning.race import Race
+from service.learning.race_state import restore_race
+from service.learning.snapshot import describe, restore_into
+from service.learning.trainer import Limits
+from service.live import LiveModel
+from service.notify import Notifier
+from service.pipeline import Pipeline
+from service.recorder import ModelRecorder
+from service.registry import Registry
+from service.served import ServedModel
+from service.version_cache import VersionCache
+from service.wal import ModelLog
+from service.weights import Checkpoint, WeightStore
+
+log = logging.getLogger("gradual.hub")
+
+
+class Assembler:
+    """Builds learners and live models; owns the executor that replays their logs."""
+
+    def __init__(
+        self, settings: Settings, registry: Registry, store: WeightStore, *,
+        device: torch.device, limits: Limits, notifier: Notifier,
+    ) -> None:  # fmt: skip
+        self.settings = settings
+        self.registry = registry
+        self.store = store
+        self.device = device
+        self.limits = limits
+        self.notifier = notifier
+        self.versions = VersionCache(capacity=8)
+        self.executor = Executor(
+            store=store, registry=registry, device=device,
+            snapshot_every=settings.snapshot_every, read=self.read, load=self.load_version,
+        )  # fmt: skip
+
+    def restore(self, row: ModelRow) -> LiveModel:
+        seq, snapshot = self._snapshot_of(row)
+        info = describe(snapshot)
+        race = restore_race(snapshot, self.device) if "race" in snapshot.meta else None
+        head = self.new_head(row) if race is None else race.leader.head
+        assert head is not None
+        best_state = head.state_from(self.read(row, info.pointers.best))
+        recorded = self.registry.applied_batch_ids(
+            row.id, limit=self.settings.batch_id_memory, through_seq=seq
+        )
+        learner = self.learner(
+            row, head, self.load_version(row, info.pointers.served),
+            BestVersion(info.pointers.best, best_state, info.control.stopper.best),
+            info.control, info.training, info.pointers.head,
+            recorded_ids=recorded, unrecorded_ids=info.unrecorded_ids, race=race,
+        )  # fmt: skip
+        restore_into(learner, snapshot)
+        live = self.live(row, learner, seq)
+        live.applied_through = live.committed_through = row.applied_through
+        self._replay(live)
+        return live
+
+    def _snapshot_of(self, row: ModelRow) -> tuple[int, Checkpoint]:
+        """The committed snapshot (scale-out), else the newest readable local one."""
+        if row.snapshot_path is not None and row.snapshot_sha256 is not None:
+            return row.snapshot_seq or 0, self.store.read(row.snapshot_path, row.snapshot_sha256)
+        found = self.store.latest_snapshot(row.id)
+        if found is None:
+            raise VersionUnavailable(f"model {row.name} has no recovery snapshot")
+        return found
+
+    def _replay(self, live: LiveModel) -> None:
+        """Re-applies every logged record after the snapshot, exactly as it ran the first time."""
+        if live.log is None:
+            return
+        live.learner.recorder.replay_through = live.log.last_seq
+        replayed = 0
+        for record in live.log.read(after=live.snapshot_seq):
+            try:
+                self.executor.run(live, record)
+            except Exception as exc:  # refused the first time too: the log keeps what was sent
+                log.info("replay of %s record %d refused again: %s", live.name, record.seq, exc)
+            replayed += 1
+        if replayed:
+            log.info("model %s: replayed %d logged records", live.name, replayed)
+
+    def load_version(self, row: ModelRow, number: int) -> ServedModel:
+        def load() -> ServedModel:
+            checkpoint = self.read(row, number)
+            # A race's versions name their candidate's spec; a lone model's are the row's.
+            spec = NetworkSpec.model_validate(checkpoint.meta.get("spec", row.spec))
+            return ServedModel.from_state(spec, number, checkpoint.network, self.device)
+
+        return self.versions.get_or_load((row.id, number), load)
+
+    def read(self, row: ModelRow, number: int) -> Checkpoint:
+        version = self.registry.version(row, number)
+        if version.status != "ready":
+            raise VersionUnavailable(f"version {number} is {version.status}", field="version")
+        return self.store.read(version.weights_path, version.weights_sha256)
+
+    def new_head(self, row: ModelRow) -> TrainingHead:
+        spec = NetworkSpec.model_validate(row.spec)
+        optimizer = OptimizerSpec.model_validate(row.optimizer)
+        return TrainingHead(spec, optimizer, seed=row.seed, device=self.device)
+
+    def learner(
+        self, row: ModelRow, head: TrainingHead, served: ServedModel, best: BestVersion,
+        control: Control, training: TrainingConfig, head_version: int, *,
+        recorded_ids: Sequence[str] = (), unrecorded_ids: Sequence[str] = (),
+        race: Race | None = None,
+    ) -> OnlineLearner:  # fmt: skip
+        ledger = BatchLedger(self.settings.batch_id_memory, recorded_ids, unrecorded_ids)
+        optimizer = OptimizerSpec.model_validate(row.optimizer)
+        return OnlineLearner(
+            head=head, served=served, best=best, head_version=head_version, training=training,
+            optimizer=optimizer if race is None else race.leader.plan.optimizer, seed=row.seed,
+            limits=self.limits, control=control, race=race,
+            recorder=ModelRecorder(
+                self.registry, self.store, row.id, ledger,
+                notify=partial(self.notifier.notify, row.id),
+            ),
+        )  # fmt: skip
+
+    def live(self, row: ModelRow, learner: OnlineLearner, seq: int) -> LiveModel:
+        wal = None
+        if self.settings.durability == "wal" and self.settings.redis_url is None:
+            wal = ModelLog(self.settings.wal_dir / f"m{row.id}")
+        pipeline = Pipeline(self.settings.queue_batches, self.settings.retry_after_s)
+        ledger = learner.recorder.ledger
+        return LiveModel(
+            row,
+            learner,
+            ledger,
+            pipeline,
+            wal,
+            seq=max(seq, wal.last_seq if wal else 0),
+            snapshot_seq=seq,
+        )
