@@ -37,6 +37,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", f"{V}/validation"): "read", ("GET", f"{V}/versions"): "read",
     ("GET", f"{V}/versions/{{version}}"): "read", ("GET", f"{V}/events"): "read",
     ("GET", f"{V}/events/stream"): "read", ("GET", f"{V}/history"): "read",
+    ("GET", f"{V}/candidates"): "read",
     ("GET", "/v2/models/{name}"): "read", ("GET", "/v2/models/{name}/ready"): "read",
     ("GET", "/v2/models/{name}/versions/{version}"): "read",
     ("GET", "/v2/models/{name}/versions/{version}/ready"): "read",
