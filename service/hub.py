@@ -298,11 +298,17 @@ class ModelHub:
             if batch_id is not None and live.ledger.seen(batch_id):
                 return None
             live.pipeline.ensure_room()
+            append = partial(self._append, sync=False)
             record = await to_thread.run_sync(
-                self._append, live, commands.FIT, {"batch_id": batch_id}, arrays
+                append, live, commands.FIT, {"batch_id": batch_id}, arrays
             )
             run = partial(self.executor.run, live, record, guard=guard, wait=wait)
-            future: asyncio.Future[Trained] = live.pipeline.submit(run, batch=True)
+            # The batch trains while its record goes to disk; it is answered after both.
+            synced = asyncio.ensure_future(self._sync(live, record.seq))
+            trained = live.pipeline.submit(run, batch=True)
+            future: asyncio.Future[Trained] = asyncio.ensure_future(_after(synced, trained))
+            if not wait:
+                await asyncio.shield(synced)  # a queued answer is still an acknowledgement
             if batch_id is not None:
                 live.inflight[batch_id] = future
                 future.add_done_callback(lambda _: live.inflight.pop(batch_id, None))
@@ -367,11 +373,17 @@ class ModelHub:
             future = live.pipeline.submit(partial(self.executor.run, live, record), batch=False)
         return await future
 
-    def _append(
-        self, live: LiveModel, kind: str, args: dict[str, Any], arrays: dict[str, np.ndarray]
-    ) -> Record:
+    async def _sync(self, live: LiveModel, seq: int) -> None:
         if live.log is not None:
-            record = live.log.append(kind, args, arrays)
+            await to_thread.run_sync(live.log.sync, seq)
+
+    def _append(
+        self, live: LiveModel, kind: str, args: dict[str, Any], arrays: dict[str, np.ndarray],
+        *, sync: bool = True,
+    ) -> Record:  # fmt: skip
+        if live.log is not None:
+            write = live.log.append if sync else live.log.write
+            record = write(kind, args, arrays)
         else:
             record = Record(live.seq + 1, kind, args, arrays)
         live.seq = record.seq
@@ -472,6 +484,16 @@ def _moved(live: LiveModel, row: ModelRow) -> bool:
     if row.snapshot_seq is not None and row.snapshot_seq != live.snapshot_seq:
         return True
     return row.served_version != live.learner.served.version
+
+
+async def _after(synced: asyncio.Future[None], trained: asyncio.Future[Trained]) -> Trained:
+    """The batch's outcome, once its record is on disk too (acknowledged ⇒ durable)."""
+    try:
+        await synced
+    except BaseException:
+        trained.add_done_callback(_consume)
+        raise
+    return await trained
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
