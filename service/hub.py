@@ -298,10 +298,8 @@ class ModelHub:
             if batch_id is not None and live.ledger.seen(batch_id):
                 return None
             live.pipeline.ensure_room()
-            append = partial(self._append, sync=False)
-            record = await to_thread.run_sync(
-                append, live, commands.FIT, {"batch_id": batch_id}, arrays
-            )
+            # Written from the loop (a buffered write, no thread hop); fsynced in a thread.
+            record = self._append(live, commands.FIT, {"batch_id": batch_id}, arrays, sync=False)
             run = partial(self.executor.run, live, record, guard=guard, wait=wait)
             # The batch trains while its record goes to disk; it is answered after both.
             synced = asyncio.ensure_future(self._sync(live, record.seq))

@@ -153,7 +153,8 @@ def _l1_penalty(head: TrainingHead, strength: float) -> torch.Tensor:
 
 def _max_abs(tensors: list[torch.Tensor]) -> torch.Tensor:
     """The largest |value| of all the tensors, NaN if any holds one (one fused reduction)."""
-    return torch.stack([n.double() for n in torch._foreach_norm(tensors, float("inf"))]).max()
+    peaks = torch._foreach_max(torch._foreach_abs(tensors))  # max propagates NaN
+    return torch.stack([peak.double() for peak in peaks]).max()
 
 
 def _rejection_reason(
