@@ -44,19 +44,25 @@ def _batches(count: int, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(xs[i : i + batch], ys[i : i + batch]) for i in range(0, count * batch, batch)]
 
 
-def train_rate(hidden: Sequence[int], *, batch: int, seconds: float) -> Rate:
-    """Samples per second (and per CPU-second) of a plain training loop: forward, loss,
-    backward, Adam step."""
+def train_rate(
+    hidden: Sequence[int], *, batch: int, seconds: float, steps_per_batch: int = 1,
+    replay_ratio: int = 0,
+) -> Rate:  # fmt: skip
+    """New samples per second (and per CPU-second) of a plain training loop: forward, loss,
+    backward, Adam step. With `steps_per_batch` and `replay_ratio` each batch of new rows
+    takes that many steps on itself plus `replay_ratio` rows per new row (the work of the
+    service's `steps_per_batch` and `replay_ratio`; the drawing of rows is not counted)."""
     network = mlp(hidden)
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
-    data = _batches(16, batch)
+    data = _batches(16, batch * (1 + replay_ratio))
 
     def step(i: int) -> None:
         x, y = data[i % len(data)]
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(network(x), y).backward()
-        optimizer.step()
+        for _ in range(steps_per_batch):
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(network(x), y).backward()
+            optimizer.step()
 
     for i in range(5):
         step(i)

@@ -49,6 +49,9 @@ def serve(
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
+        http=settings.http,
+        loop=settings.loop,
+        access_log=settings.access_log,
     )
 
 

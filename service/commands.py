@@ -72,6 +72,8 @@ class Executor:
 
     def snapshot(self, live: LiveModel, seq: int) -> None:
         """Writes the learner's whole state as of record `seq`; the log before it can go."""
+        if live.log is not None:  # a snapshot never holds a record the log could still lose
+            live.log.sync(seq)
         state = capture(live.learner, seq=seq, unrecorded_ids=live.ledger.unrecorded())
         if live.fence is not None:
             self._commit_fenced(live, seq, state)
@@ -134,6 +136,11 @@ class Executor:
 
     def _rollback(self, live: LiveModel, record: Record) -> None:
         version = int(record.args["version"])
+        if live.learner.race is None:  # a lone model: a recent version is in memory
+            state = live.learner.resident_state(version)
+            if state is not None:
+                live.learner.reset_to(version, state)
+                return
         checkpoint = self.read(live.row, version)
         spec = checkpoint.meta.get("spec")  # a race's versions name their candidate's spec
         if spec is not None and spec != live.learner.spec.model_dump(mode="json"):
@@ -171,9 +178,12 @@ class Executor:
         return to_device(inputs, self.device), to_device(targets, self.device)
 
     def _resident_or_load(self, live: LiveModel, version: int) -> ServedModel:
-        best = live.learner.best
-        if best.version == version:  # no disk read: the best version is in device memory
-            return ServedModel.from_state(live.spec, version, best.state.network, self.device)
+        served = live.learner.served
+        if served.version == version:
+            return served
+        state = live.learner.resident_state(version)
+        if state is not None:  # no disk read: a recent version is in device memory
+            return ServedModel.from_state(live.spec, version, state.network, self.device)
         return self.load(live.row, version)
 
 

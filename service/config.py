@@ -80,6 +80,16 @@ class Settings(BaseSettings):
         default=None, ge=1, description="torch intra-op threads; default: torch's own choice."
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # `gradual serve`'s HTTP stack: auto picks httptools and uvloop (C) when installed.
+    http: Literal["auto", "h11", "httptools"] = Field(
+        default="auto", description="HTTP/1.1 parser; auto: httptools when installed, else h11."
+    )
+    loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        default="auto", description="Event loop; auto: uvloop when installed, else asyncio."
+    )
+    access_log: bool = Field(
+        default=False, description="A log line per request (synchronous: off on the hot path)."
+    )
 
     # Scale-out: with Redis, replicas share PostgreSQL, Redis and the data dir's weights.
     redis_url: str | None = Field(

@@ -55,12 +55,18 @@ def decode(payload: bytes) -> Record:
 
 class ModelLog:
     """One model's log. Appends come from request threads, truncation from the model's worker:
-    one lock makes each an atomic step, so truncation never removes a record being added."""
+    one lock makes each an atomic step, so truncation never removes a record being added.
+
+    Group commit: `write` appends without waiting for the disk, and `sync(seq)` returns once
+    every record through `seq` is on it. One fsync runs at a time and covers every record
+    written before it started, so records appended while the previous fsync ran share the
+    next one; a caller acknowledges a record only after its `sync`."""
 
     def __init__(self, directory: Path, *, fsync: bool = True) -> None:
         self.directory = directory
         self.fsync = fsync
         self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()  # one fsync at a time
         directory.mkdir(parents=True, exist_ok=True)
         # A segment is named after the first seq it holds: an empty tail left by a truncation
         # still says where numbering goes on (seqs must keep rising past the snapshot's).
@@ -69,22 +75,41 @@ class ModelLog:
         for record in self.read(after=0):
             self.last_seq = record.seq
         self._segment = self._open_tail()
+        self.synced_seq = self.last_seq  # every record through it is on disk
 
     def append(self, kind: str, args: dict[str, Any], arrays: dict[str, np.ndarray]) -> Record:
-        with self._lock:
-            return self._append(kind, args, arrays)
-
-    def _append(self, kind: str, args: dict[str, Any], arrays: dict[str, np.ndarray]) -> Record:
-        record = Record(self.last_seq + 1, kind, args, arrays)
-        if self._segment.tell() > SEGMENT_BYTES:
-            self._roll(record.seq)
-        self._segment.write(encode(record))
-        self._segment.flush()
-        if self.fsync:
-            os.fsync(self._segment.fileno())
-        crashpoints.hit("after_wal_append")
-        self.last_seq = record.seq
+        """Writes a record and waits until it is on disk."""
+        record = self.write(kind, args, arrays)
+        self.sync(record.seq)
         return record
+
+    def write(self, kind: str, args: dict[str, Any], arrays: dict[str, np.ndarray]) -> Record:
+        """Writes a record (in the page cache: a crash of the process keeps it, a power cut
+        may not); `sync(record.seq)` before acknowledging it."""
+        with self._lock:
+            record = Record(self.last_seq + 1, kind, args, arrays)
+            if self._segment.tell() > SEGMENT_BYTES:
+                self._roll(record.seq)
+            self._segment.write(encode(record))
+            self._segment.flush()
+            crashpoints.hit("after_wal_append")
+            self.last_seq = record.seq
+            return record
+
+    def sync(self, seq: int) -> None:
+        """Returns once every record through `seq` is on disk (group commit)."""
+        if not self.fsync:
+            return
+        with self._sync_lock:
+            if self.synced_seq >= seq:  # the fsync that just ran covered it
+                return
+            with self._lock:
+                through, handle = self.last_seq, os.dup(self._segment.fileno())
+            try:  # older segments were synced when they were rolled
+                os.fsync(handle)
+            finally:
+                os.close(handle)
+            self.synced_seq = max(self.synced_seq, through)
 
     def read(self, *, after: int) -> Iterator[Record]:
         """Records with seq > `after`, in order; stops at a torn tail."""
@@ -130,6 +155,8 @@ class ModelLog:
         return open(tail, "ab")
 
     def _roll(self, first_seq: int) -> None:
+        if self.fsync:  # `sync` only ever fsyncs the tail
+            os.fsync(self._segment.fileno())
         self._segment.close()
         self._segment = open(self.directory / f"{first_seq:020d}.wal", "ab")  # noqa: SIM115
         _fsync_dir(self.directory)

@@ -80,13 +80,16 @@ async def delete_model(name: NameParam, hub: HubDep) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{name}/predict", openapi_extra=_documented_body(PredictRequest), dependencies=READ)
+@router.post(
+    "/{name}/predict", openapi_extra=_documented_body(PredictRequest), dependencies=READ,
+    response_model=PredictResponse,
+)  # fmt: skip
 async def predict(
     name: NameParam, request: Request, hub: HubDep, settings: SettingsDep,
     version: Annotated[
         int | None, Query(ge=1, le=MAX_VERSION, description="Binary bodies: the version.")
     ] = None,
-) -> PredictResponse:  # fmt: skip
+) -> Response:  # fmt: skip
     spec = hub.live(name).spec
     fields = await payload(request, allowed={"inputs", "version"})
     inputs = matrix_from(
@@ -94,10 +97,9 @@ async def predict(
         max_rows=settings.max_batch_rows, max_abs=settings.max_input_abs,
     )  # fmt: skip
     version, result = await hub.predict(name, inputs, optional_version(fields) or version)
-    return PredictResponse(
-        model=name, version=version, predictions=result.predictions,
-        probabilities=result.probabilities,
-    )  # fmt: skip
+    # Built here and serialised by orjson: the hot path skips response-model validation.
+    body = {"model": name, "version": version, "predictions": result.predictions}
+    return FastJSONResponse(body | {"probabilities": result.probabilities})
 
 
 @router.post(
@@ -133,7 +135,8 @@ async def partial_fit(
     if outcome.queued is not None:
         queued = QueuedResponse(model=name, batch_id=batch.batch_id, queued=outcome.queued)
         return FastJSONResponse(queued.model_dump(), status_code=status.HTTP_202_ACCEPTED)
-    return fit_view(hub.live(name), outcome, batch.batch_id)
+    # Serialised by orjson: FastAPI would validate the response model a second time.
+    return FastJSONResponse(fit_view(hub.live(name), outcome, batch.batch_id).model_dump())
 
 
 @router.post(

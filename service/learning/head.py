@@ -26,6 +26,59 @@ class HeadState:
     samples_seen: int
 
 
+class Backup:
+    """What a refused request must restore, copied into buffers kept from one request to the
+    next: one fused copy per request instead of cloning (and allocating) the whole state.
+
+    Parameters, buffers and the optimizer's per-parameter tensors are copied; its non-tensor
+    entries, the learning rates, the generator and the counters are kept as values.
+    """
+
+    def __init__(self) -> None:
+        self._keys: list[tuple[int, str]] = []  # (parameter index, optimizer state key)
+        self._store: list[torch.Tensor] = []
+        self._values: dict[tuple[int, str], Any] = {}
+        self._had_state: list[bool] = []
+        self._lrs: list[float] = []
+        self._rng = torch.empty(0, dtype=torch.uint8)
+        self._counters = (0, 0)
+
+    def save(self, head: TrainingHead) -> None:
+        params = list(head.network.parameters())
+        states = [head.optimizer.state.get(p, {}) for p in params]
+        keys = [(i, k) for i, st in enumerate(states) for k, v in st.items() if _is_tensor(v)]
+        live = _module_tensors(head) + [states[i][k] for i, k in keys]
+        if keys != self._keys or len(live) != len(self._store):
+            self._keys, self._store = keys, [t.detach().clone() for t in live]
+        else:
+            with torch.no_grad():
+                torch._foreach_copy_(self._store, live)
+        self._values = {(i, k): v for i, st in enumerate(states) for k, v in st.items()}
+        self._values = {key: v for key, v in self._values.items() if not _is_tensor(v)}
+        self._had_state = [bool(st) for st in states]
+        self._lrs = [group["lr"] for group in head.optimizer.param_groups]
+        self._rng, self._counters = head.generator.get_state(), (head.step, head.samples_seen)
+
+    def restore(self, head: TrainingHead) -> None:
+        """Puts back, bit for bit, what `save` saw (a refusal is rare: clones are fine)."""
+        own = _module_tensors(head)
+        with torch.no_grad():
+            torch._foreach_copy_(own, self._store[: len(own)])
+        params = list(head.network.parameters())
+        saved = dict(zip(self._keys, self._store[len(own) :], strict=True))
+        for i, param in enumerate(params):
+            if not self._had_state[i]:
+                head.optimizer.state.pop(param, None)
+                continue
+            entries = {k: v.clone() for (j, k), v in saved.items() if j == i}
+            entries |= {k: v for (j, k), v in self._values.items() if j == i}
+            head.optimizer.state[param] = entries
+        for group, lr in zip(head.optimizer.param_groups, self._lrs, strict=True):
+            group["lr"] = lr
+        head.generator.set_state(self._rng)
+        head.step, head.samples_seen = self._counters
+
+
 class TrainingHead:
     def __init__(
         self, spec: NetworkSpec, optimizer: OptimizerSpec, *, seed: int, device: torch.device,
@@ -41,6 +94,7 @@ class TrainingHead:
         self.loss = make_loss(spec)
         self.step = 0
         self.samples_seen = 0
+        self.backup = Backup()  # the transaction's copy, reused by every request
 
     @property
     def generator(self) -> torch.Generator:
@@ -98,6 +152,15 @@ class TrainingHead:
             step=int(checkpoint.meta.get("step", 0)),
             samples_seen=int(checkpoint.meta.get("samples_seen", 0)),
         )
+
+
+def _is_tensor(value: object) -> bool:
+    return isinstance(value, torch.Tensor)
+
+
+def _module_tensors(head: TrainingHead) -> list[torch.Tensor]:
+    network = head.network
+    return [p.detach() for p in network.parameters()] + [b for b in network.buffers()]
 
 
 def _clone_optimizer_state(state: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from models.spec import OptimizerSpec
 from service.learning.buffer import ValidationBuffer
 from service.learning.config import TrainingConfig
 from service.learning.early_stopping import EarlyStopper, StopperState, better
-from service.learning.evaluation import Metrics, evaluate
+from service.learning.evaluation import Metrics, evaluate, metrics_of
 from service.learning.head import HeadState, TrainingHead
 from service.learning.holdout import holdout_mask
 from service.learning.race import Candidate, Race
@@ -38,6 +38,7 @@ from service.registry import Pointers
 from service.served import ServedModel
 
 State = Literal["training", "stopped"]
+RESIDENT_VERSIONS = 4  # the latest versions' states kept in device memory: rollback reads no file
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class OnlineLearner:
         self.buffer = self._new_buffer(training.buffer_size)
         self.replay = self._new_replay(training.replay)
         self.round_losses: list[tuple[float, int]] = []  # (mean loss, rows) since the last round
+        self.resident: dict[int, HeadState] = {best.version: best.state}  # oldest first
 
     @property
     def spec(self) -> Any:
@@ -119,12 +121,14 @@ class OnlineLearner:
         self, x: torch.Tensor, y: torch.Tensor, x_rows: np.ndarray, y_rows: np.ndarray
     ) -> LearnReport:
         """`x_rows`/`y_rows` are the same rows on the host, for the holdout hash."""
-        prequential = evaluate(self.head.network, self.spec, x, y)
         if self.control.state == "stopped":
+            prequential = evaluate(self.head.network, self.spec, x, y)
             self._accept(x, y, held_out=None)
             self._watch_while_stopped(x.shape[0])
             return LearnReport(0, 0, None, prequential, self.control.state)  # drift may resume
         mask = holdout_mask(self.seed, x_rows, y_rows, self.training.holdout)
+        in_step = self._scored_by_first_step(mask)
+        prequential = {} if in_step else evaluate(self.head.network, self.spec, x, y)
         train = torch.from_numpy(~mask).to(x.device)
         steps, trained, loss = 0, 0, None
         if bool(train.any()):
@@ -132,8 +136,11 @@ class OnlineLearner:
             result = fit(
                 self.head, x_train, y_train, training=self.fit_training, optimizer=self.optimizer,
                 limits=self.limits, replay=self.replay, lr=self.lr_at,
+                keep_outputs=x.shape[0] if in_step else 0,
             )  # fmt: skip
             steps, trained, loss = result.steps, result.trained, result.train_loss
+            if result.first_outputs is not None:
+                prequential = metrics_of(self.spec, result.first_outputs, y)
             self.round_losses.append((loss, trained))
             if self.race is not None:
                 train_followers(self, self.race, x_train, y_train)
@@ -142,6 +149,20 @@ class OnlineLearner:
         if self._round_due() and (metrics := self._round()) is not None and self.race is not None:
             race_round(self, self.race, metrics)
         return LearnReport(trained, steps, loss, prequential, self.control.state)
+
+    def _scored_by_first_step(self, held_out: np.ndarray) -> bool:
+        """Whether the first training step's forward pass is the prequential score: it runs on
+        the head before any step, and here nothing makes it differ from `evaluate`'s pass (no
+        held-out row, one mini-batch, no dropout, normalizer, noise or autocast), so the batch
+        is scored without a forward pass of its own."""
+        return (
+            not held_out.any()
+            and held_out.shape[0] <= self.training.batch_size
+            and self.head.network.normalizer is None
+            and self.spec.dropout == 0.0
+            and self.training.augment_noise == 0.0
+            and self.limits.autocast is None
+        )
 
     def add_validation(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.buffer.add(x, y)
@@ -231,6 +252,7 @@ class OnlineLearner:
         )  # fmt: skip
         self.head_version = number
         self.best = BestVersion(number, self.head.state(), score)
+        self._keep_resident(number, self.best.state)
         if serve:
             self.served = ServedModel.from_state(
                 self.spec, number, self.best.state.network, self.head.device
@@ -342,8 +364,19 @@ class OnlineLearner:
             parent=self.head_version, pointers=Pointers(self.control_state()),
         )  # fmt: skip
         self.head_version = number
+        self._keep_resident(number, self.head.state())
         self._prune()
         return number
+
+    def _keep_resident(self, version: int, state: HeadState) -> None:
+        self.resident[version] = state
+        for old in list(self.resident)[:-RESIDENT_VERSIONS]:
+            if old != self.best.version:  # the best stays: rounds roll back to it
+                del self.resident[old]
+
+    def resident_state(self, version: int) -> HeadState | None:
+        """A version's state from device memory, or None when only its file has it."""
+        return self.best.state if version == self.best.version else self.resident.get(version)
 
     def reset_to(self, version: int, state: HeadState) -> None:
         """Manual rollback: serve `version` and restart the head from it."""

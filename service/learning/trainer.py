@@ -5,6 +5,9 @@ each, every step on the mini-batch plus rows drawn from the replay buffer. After
 last step one check (one device sync) looks at every loss, gradient norm, parameter and buffer;
 if anything is non-finite or beyond the configured bounds, the head is restored bit for bit
 from the copy taken before the first step and the batch is refused with the reason.
+
+The copy goes into buffers the head keeps between requests (`Backup`), and the gradient norm
+is one fused reduction unless clipping is on: the transaction costs a copy, not a clone.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ class FitResult:
     steps: int
     trained: int
     train_loss: float
+    # The first step's outputs for the request's first `keep_outputs` rows, computed before
+    # any step: the head's own scores of them (see `fit`'s `keep_outputs`).
+    first_outputs: torch.Tensor | None = None
 
 
 def fit(
@@ -49,11 +55,15 @@ def fit(
     limits: Limits,
     replay: ReplayBuffer | None = None,
     lr: Callable[[int], float] | None = None,
+    keep_outputs: int = 0,
 ) -> FitResult:
     """`lr(step)` gives each step's learning rate; `replay` lends rows to every step (its
-    generator is part of the transaction; its rows are added by the caller, after)."""
-    before, replay_rng = head.state(), replay.generator.get_state() if replay else None
+    generator is part of the transaction; its rows are added by the caller, after).
+    `keep_outputs`: hand back the first forward pass's outputs for that many leading rows."""
+    head.backup.save(head)
+    replay_rng = replay.generator.get_state() if replay else None
     taken: list[tuple[torch.Tensor, torch.Tensor, int]] = []  # (loss, grad norm, rows) per step
+    kept: list[torch.Tensor] = []
     for start in range(0, inputs.shape[0], training.batch_size):
         x = inputs[start : start + training.batch_size]
         y = targets[start : start + training.batch_size]
@@ -63,7 +73,11 @@ def fit(
             xs, ys = _with_replay(x, y, replay, training.replay_ratio)
             if lr is not None:
                 _set_lr(head, lr(head.step))
-            loss, norm = _step(head, xs, ys, training=training, optimizer=optimizer, limits=limits)
+            loss, norm, outputs = _step(
+                head, xs, ys, training=training, optimizer=optimizer, limits=limits
+            )
+            if keep_outputs and not kept:
+                kept.append(outputs[:keep_outputs].detach())
             taken.append((loss, norm, xs.shape[0]))
             head.step += 1
         head.samples_seen += x.shape[0]
@@ -71,13 +85,13 @@ def fit(
     losses = torch.stack([loss for loss, _, _ in taken])
     reason = _rejection_reason(head, losses, torch.stack([norm for _, norm, _ in taken]), limits)
     if reason is not None:
-        head.load_state(before)
+        head.backup.restore(head)
         if replay is not None and replay_rng is not None:
             replay.generator.set_state(replay_rng)
         raise BatchRejected(f"batch refused, nothing applied: {reason}", field="inputs")
     sizes = torch.tensor([rows for _, _, rows in taken], dtype=torch.float32)
     mean_loss = float((losses.cpu() * sizes).sum()) / float(sizes.sum())  # per row stepped on
-    return FitResult(len(taken), inputs.shape[0], mean_loss)
+    return FitResult(len(taken), inputs.shape[0], mean_loss, kept[0] if kept else None)
 
 
 def _with_replay(
@@ -103,21 +117,33 @@ def _step(
     training: TrainingConfig,
     optimizer: OptimizerSpec,
     limits: Limits,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     network = head.network
     if training.augment_noise > 0.0:
         noise = torch.randn(x.shape, generator=head.generator, device=x.device)
         x = x + noise * training.augment_noise
     head.optimizer.zero_grad(set_to_none=True)
     with torch.autocast(x.device.type, dtype=limits.autocast, enabled=limits.autocast is not None):
-        loss = head.loss(network(x), shape_targets(head.spec, y)).float()
+        outputs = network(x)
+        loss = head.loss(outputs, shape_targets(head.spec, y)).float()
     penalty = _l1_penalty(head, optimizer.l1) if optimizer.l1 > 0.0 else None
     objective = loss if penalty is None else loss + penalty
     objective.backward()
-    max_norm = optimizer.clip_grad_norm or float("inf")
-    norm = torch.nn.utils.clip_grad_norm_(network.parameters(), max_norm, foreach=False)
+    if optimizer.clip_grad_norm is not None:
+        limit = optimizer.clip_grad_norm
+        norm = torch.nn.utils.clip_grad_norm_(network.parameters(), limit, foreach=False)
+    else:  # the refusal checks still need the norm: one fused reduction, no rescaling
+        norm = _grad_norm(network)
     head.optimizer.step()
-    return loss.detach(), norm.detach()
+    return loss.detach(), norm.detach(), outputs
+
+
+def _grad_norm(network: torch.nn.Module) -> torch.Tensor:
+    grads = [p.grad for p in network.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=next(network.parameters()).device)
+    norm: torch.Tensor = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    return norm
 
 
 def _l1_penalty(head: TrainingHead, strength: float) -> torch.Tensor:
@@ -125,19 +151,25 @@ def _l1_penalty(head: TrainingHead, strength: float) -> torch.Tensor:
     return strength * torch.stack([w.abs().sum() for w in weights]).sum()
 
 
+def _max_abs(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The largest |value| of all the tensors, NaN if any holds one (one fused reduction)."""
+    peaks = torch._foreach_max(torch._foreach_abs(tensors))  # max propagates NaN
+    return torch.stack([peak.double() for peak in peaks]).max()
+
+
 def _rejection_reason(
     head: TrainingHead, losses: torch.Tensor, norms: torch.Tensor, limits: Limits
 ) -> str | None:
     params = [p.detach() for p in head.network.parameters()]
-    buffers = [b.detach() for b in head.network.buffers()]
-    weight_max = torch.stack([p.abs().max() for p in params]).max()
+    buffers = [b for b in head.network.buffers() if b.is_floating_point()]  # ints are finite
+    weight_max = _max_abs(params)
     checks = torch.stack(
         [
             (~torch.isfinite(losses)).any(),
             (~torch.isfinite(norms)).any(),
             norms.max() > limits.max_grad_norm,
             ~torch.isfinite(weight_max) | (weight_max > limits.max_weight_abs),
-            torch.stack([~torch.isfinite(b).all() for b in buffers]).any()
+            ~torch.isfinite(_max_abs(buffers))
             if buffers
             else torch.tensor(False, device=losses.device),
         ]
