@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,8 @@ class Executor:
     ) -> Any:  # fmt: skip
         recorder = live.learner.recorder
         recorder.seq = record.seq
+        if live.log is not None:
+            recorder.durable = partial(live.log.sync, record.seq)
         before = recorder.transitions
         try:
             return self._dispatch(live, record, guard)

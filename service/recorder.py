@@ -37,6 +37,9 @@ class ModelRecorder:
         self.replay_through = 0  # records up to here may have committed writes before a crash
         self.transitions = 0  # durable changes so far: the hub snapshots after a job makes one
         self.fence: int | None = None  # scale-out: the owner's generation, checked by each write
+        # Returns once the record being applied is on disk: nothing derived from a batch may
+        # commit before the batch itself is durable (its log record is fsynced as it trains).
+        self.durable: Callable[[], None] = lambda: None
 
     def checkpoint(
         self, head: TrainingHead, *, reason: str, metrics: dict[str, Any], parent: int | None,
@@ -49,6 +52,7 @@ class ModelRecorder:
         """
         batch_ids = self.ledger.unrecorded()
         self.transitions += 1
+        self.durable()
         if self._replaying():
             existing = self.registry.version_for_seq(self.model_id, seq=self._seq())
             if existing is not None:
@@ -88,6 +92,7 @@ class ModelRecorder:
         self.transitions += 1
         if self._already(kind):
             return
+        self.durable()
         self.registry.move_pointers(
             self.model_id, kind=kind, version=version, pointers=replace(pointers, seq=self.seq),
             data={"step": pointers.control.get("step"), **data}, fence=self.fence,
@@ -98,6 +103,7 @@ class ModelRecorder:
         if kind == "round":
             self.last_round = data
         if not self._already(kind):
+            self.durable()
             self.registry.add_event(
                 self.model_id, kind, version, data, seq=self.seq, fence=self.fence
             )
@@ -106,6 +112,7 @@ class ModelRecorder:
     def update_training(self, training: dict[str, Any]) -> None:
         self.transitions += 1
         if not self._already("training_updated"):
+            self.durable()
             self.registry.update_training(self.model_id, training, seq=self.seq, fence=self.fence)
 
     def _written(self, kind: str) -> None:
