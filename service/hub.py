@@ -233,11 +233,12 @@ class ModelHub:
         """Logs and queues a batch (429 when the queue is full); unless `wait` is off, awaits it."""
         live = self.live(name)
         resent = batch_id is not None and batch_id in live.inflight
+        position = live.pipeline.depth + 1  # its place in the queue when it was accepted
         future = await self.submit_fit(name, inputs, targets, batch_id=batch_id, wait=wait)
         if future is None or (resent and not wait):  # already applied, or durable and queued
             return FitOutcome(None, duplicate=True)
-        if not wait:
-            return FitOutcome(None, queued=await self._depth(live))
+        if not wait:  # (answered once durable: by then it may have trained already)
+            return FitOutcome(None, queued=await self._depth(live) if self.cluster else position)
         try:
             return FitOutcome(await future, duplicate=resent)
         except OutcomeLate:  # durable in the stream: it will apply
