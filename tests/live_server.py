@@ -15,6 +15,14 @@ from service.app import create_app
 from service.config import Settings
 
 
+def free_port() -> int:
+    """A port of 127.0.0.1 free right now (for a server another process starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 @contextmanager
 def serving(settings: Settings) -> Iterator[str]:
     """Serves the app on a free port of 127.0.0.1 (lifespan included); yields its base URL."""

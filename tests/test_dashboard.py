@@ -9,7 +9,6 @@ without the `playwright` package, the tests skip, or fail under GRADUAL_TEST_REQ
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 
 from tests.conftest import REQUIRE_SERVICES
 from tests.factories import batch, blobs, model_body, noisy_blobs, overfitting_body
+from tests.live_server import free_port
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -47,13 +47,6 @@ def missing(what: str, fix: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"GRADUAL_TEST_REQUIRE_SERVICES=1 but {message}")
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def serve_command(port: int) -> list[str]:

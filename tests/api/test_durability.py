@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import sqlite3
 import struct
 import subprocess
@@ -44,6 +43,7 @@ from tests.factories import (
     numbered_batches,
     stream_fit,
 )
+from tests.live_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 Start = Callable[..., TestClient]
@@ -279,13 +279,6 @@ KILLED_MODEL = model_body(
     },
 )  # fmt: skip
 START_TIMEOUT_S = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Server:

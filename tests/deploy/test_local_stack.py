@@ -8,7 +8,6 @@ import json
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from service.db.migrate import alembic_config
 from tests.conftest import POSTGRES_URL, unavailable
 from tests.deploy.stackfiles import ENV_EXAMPLE, ROOT, env_file
 from tests.factories import batches, digits_split
+from tests.live_server import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 SCRIPT = ROOT / "scripts" / "local_stack.py"
@@ -114,7 +114,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     env = _env(home / "stack.env", suffix)
     started = _run(
         run_dir, "up", "--env-file", str(env), "--postgres-admin", ADMIN_URL,
-        "--publish-port", str(_free_port()),
+        "--publish-port", str(free_port()),
     )  # fmt: skip
     assert started.returncode == 0, started.stderr + _logs(run_dir)
     info = json.loads((run_dir / "stack.json").read_text())
@@ -126,13 +126,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         assert [pid for pid in running.pids() if _alive(pid)] == []
         assert not run_dir.exists()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _client(base: str) -> httpx.Client:
@@ -300,7 +293,7 @@ def test_up_that_fails_stops_what_it_started_and_names_the_log(tmp_path: Path) -
     try:
         result = _run(
             run_dir, "up", "--env-file", str(env), "--postgres-admin", ADMIN_URL,
-            "--publish-port", str(_free_port()),
+            "--publish-port", str(free_port()),
         )  # fmt: skip
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as connection:

@@ -20,6 +20,7 @@ import pytest
 
 from tests.deploy.stackfiles import ROOT
 from tests.factories import labels, model_body, rows
+from tests.live_server import free_port
 
 pytestmark = pytest.mark.slow
 ROWS = 16
@@ -37,7 +38,7 @@ class Server:
         self.clients: list[httpx.Client] = []
 
     def start(self) -> httpx.Client:
-        port = _free_port()
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("GRADUAL_")} | {
             "GRADUAL_DATA_DIR": str(self.data), "GRADUAL_DEVICE": "cpu",
             "GRADUAL_TORCH_THREADS": "1", "GRADUAL_LOG_LEVEL": "info",
@@ -76,15 +77,6 @@ class Server:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=30)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

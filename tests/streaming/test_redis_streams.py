@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from service.config import Settings
 from tests.factories import fit, labelled, model_body, model_state, ndjson, numbered_batches
+from tests.live_server import free_port
 
 Start = Callable[..., TestClient]
 
@@ -219,8 +220,6 @@ def test_restart_resumes_from_the_committed_snapshot_and_the_stream(
 def test_without_redis_the_service_starts_unready_and_refuses_batches_with_503(
     start: Start, make_settings: Callable[..., Settings]
 ) -> None:
-    from tests.streaming.replicas import free_port
-
     dead = f"redis://127.0.0.1:{free_port()}/0"
     client = start(make_settings(redis_url=dead, lease_ttl_s=1.0, sync_every_s=0.3))
     assert client.post("/v1/models", json=model_body("m")).status_code == 201
