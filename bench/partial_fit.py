@@ -52,6 +52,7 @@ class Case:
     bodies: list[bytes]
     target: str
     same_work: bool = False  # divided by the raw loop doing replay and 2 steps
+    pipelined: bool = False  # `?wait=false`: answered at acceptance, trained meanwhile
 
 
 def cases(count: int) -> list[Case]:
@@ -59,6 +60,8 @@ def cases(count: int) -> list[Case]:
     return [
         Case("JSON, holdout 0, no rounds", "train", JSON, json_bodies, "≥ 0.70"),
         Case(".npy, holdout 0, no rounds", "train", NPY, npy_bodies, "≥ 0.90"),
+        Case("JSON, pipelined", "train", JSON, json_bodies, "≥ 0.70", pipelined=True),
+        Case(".npy, pipelined", "train", NPY, npy_bodies, "≥ 0.90", pipelined=True),
         Case("JSON, defaults (patience ∞)", "defaults", JSON, json_bodies, "-", same_work=True),
     ]
 
@@ -70,15 +73,26 @@ async def http_rate(server: Server, case: Case, seconds: float) -> Rate:
     try:
         for body in bodies[:3]:  # warm-up
             (await connection.request("POST", path, body, case.content_type)).ok()
+        queued = f"{path}?wait=false" if case.pipelined else path
         sent, start, cpu = 0, time.perf_counter(), server.cpu_seconds()
-        while (elapsed := time.perf_counter() - start) < seconds:
-            body = bodies[sent % len(bodies)]
-            (await connection.request("POST", path, body, case.content_type)).ok()
+        while time.perf_counter() - start < seconds:
+            await accepted(connection, queued, bodies[sent % len(bodies)], case.content_type)
             sent += 1
+        if case.pipelined:  # a waiting batch queues behind the others: all are trained then
+            await accepted(connection, path, bodies[0], case.content_type)
+            sent += 1
+        elapsed = time.perf_counter() - start
         used = max(server.cpu_seconds() - cpu, 1e-9)
         return Rate(sent * BATCH / elapsed, sent * BATCH / used)
     finally:
         await connection.close()
+
+
+async def accepted(connection: Connection, path: str, body: bytes, content_type: str) -> None:
+    """Posts until the batch is taken: a full queue (429) is retried, as a client would."""
+    while (answer := await connection.request("POST", path, body, content_type)).status == 429:
+        await asyncio.sleep(0.001)
+    answer.ok()
 
 
 async def still_training(port: int) -> None:

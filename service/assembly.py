@@ -20,7 +20,7 @@ from service.learning.learner import BestVersion, Control, OnlineLearner
 from service.learning.ledger import BatchLedger
 from service.learning.race import Race
 from service.learning.race_state import restore_race
-from service.learning.snapshot import describe, restore_into
+from service.learning.snapshot import describe, restore_into, snapshot_pointers
 from service.learning.trainer import Limits
 from service.live import LiveModel
 from service.notify import Notifier
@@ -50,8 +50,9 @@ class Assembler:
         self.notifier = notifier
         self.versions = VersionCache(capacity=8)
         self.executor = Executor(
-            store=store, registry=registry, device=device,
-            snapshot_every=settings.snapshot_every, read=self.read, load=self.load_version,
+            store=store, registry=registry, device=device, snapshot_every=settings.snapshot_every,
+            snapshot_interval_s=settings.snapshot_interval_s, read=self.read,
+            load=self.load_version,
         )  # fmt: skip
 
     def restore(self, row: ModelRow) -> LiveModel:
@@ -71,6 +72,7 @@ class Assembler:
             recorded_ids=recorded, unrecorded_ids=info.unrecorded_ids, race=race,
         )  # fmt: skip
         restore_into(learner, snapshot)
+        learner.recorder.pinned = snapshot_pointers(snapshot)
         live = self.live(row, learner, seq)
         live.applied_through = live.committed_through = row.applied_through
         self._replay(live)

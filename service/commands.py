@@ -10,6 +10,7 @@ is snapshotted and the log is truncated behind it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -21,7 +22,7 @@ from service import crashpoints
 from service.db.tables import ModelRow
 from service.errors import BatchSkipped, GradualError, InvalidInput
 from service.learning.config import TrainingConfig
-from service.learning.snapshot import capture
+from service.learning.snapshot import capture, snapshot_pointers
 from service.live import LiveModel, StreamGuard, Trained
 from service.registry import Registry
 from service.served import ServedModel, to_device
@@ -39,13 +40,14 @@ STOP, RESUME, TRAINING, CHECKPOINT, ROLLBACK, PROMOTE = (
 class Executor:
     def __init__(
         self, *, store: WeightStore, registry: Registry, device: torch.device,
-        snapshot_every: int, read: Callable[[ModelRow, int], Checkpoint],
-        load: Callable[[ModelRow, int], ServedModel],
+        snapshot_every: int, snapshot_interval_s: float,
+        read: Callable[[ModelRow, int], Checkpoint], load: Callable[[ModelRow, int], ServedModel],
     ) -> None:  # fmt: skip
         self.store = store
         self.registry = registry
         self.device = device
         self.snapshot_every = snapshot_every
+        self.snapshot_interval_s = snapshot_interval_s
         self.read = read
         self.load = load
 
@@ -67,11 +69,19 @@ class Executor:
         finally:
             if record.source is not None:
                 live.applied_through = record.source
-            if (
-                recorder.transitions != before
-                or record.seq - live.snapshot_seq >= self.snapshot_every
-            ):
+            if self._snapshot_due(live, record, transitioned=recorder.transitions != before):
                 self.snapshot(live, record.seq)
+
+    def _snapshot_due(self, live: LiveModel, record: Record, *, transitioned: bool) -> bool:
+        if record.seq - live.snapshot_seq >= self.snapshot_every:
+            return True
+        if not transitioned:
+            return False
+        # A batch's own versions and rollbacks are re-derived by replaying the log; a snapshot
+        # after each costs more than the steps themselves. Without a log, or when a snapshot
+        # is what acknowledges stream entries (scale-out), every transition snapshots.
+        deferrable = record.kind == FIT and live.log is not None and live.fence is None
+        return not deferrable or time.monotonic() - live.snapshot_at >= self.snapshot_interval_s
 
     def snapshot(self, live: LiveModel, seq: int) -> None:
         """Writes the learner's whole state as of record `seq`; the log before it can go."""
@@ -83,7 +93,8 @@ class Executor:
         else:
             self.store.write_snapshot(live.id, seq, state)
         crashpoints.hit("after_snapshot")
-        live.snapshot_seq = seq
+        live.snapshot_seq, live.snapshot_at = seq, time.monotonic()
+        live.learner.recorder.pinned = snapshot_pointers(state)
         if live.log is not None:
             live.log.truncate_through(seq)
 

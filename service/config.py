@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     snapshot_every: int = Field(
         default=1000, ge=1, description="Log records between recovery snapshots (bounds replay)."
     )
+    snapshot_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="With the write-ahead log in one process: a batch whose round wrote a "
+        "version or rolled back is snapshotted at most this often (replay re-derives the "
+        "others); 0: after every such batch. Commands always snapshot.",
+    )
     precision: Literal["fp32", "bf16"] = Field(
         default="fp32", description="bf16: mixed-precision training steps (autocast)."
     )

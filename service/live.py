@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 from models.spec import NetworkSpec
@@ -26,6 +27,7 @@ class LiveModel:
     log: ModelLog | None
     seq: int  # the last record assigned (logged, or counted when there is no log)
     snapshot_seq: int
+    snapshot_at: float = field(default_factory=time.monotonic)
     ingest: asyncio.Lock = field(default_factory=asyncio.Lock)
     inflight: dict[str, asyncio.Future[Trained]] = field(default_factory=dict)  # by batch id
     # Scale-out (Redis): the owner's fencing token (None on a follower or in one process), the

@@ -37,6 +37,7 @@ class ModelRecorder:
         self.replay_through = 0  # records up to here may have committed writes before a crash
         self.transitions = 0  # durable changes so far: the hub snapshots after a job makes one
         self.fence: int | None = None  # scale-out: the owner's generation, checked by each write
+        self.pinned: set[int] = set()  # versions the latest recovery snapshot names (unpruned)
         # Returns once the record being applied is on disk: nothing derived from a batch may
         # commit before the batch itself is durable (its log record is fsynced as it trains).
         self.durable: Callable[[], None] = lambda: None
@@ -82,6 +83,7 @@ class ModelRecorder:
 
     def prune(self, *, keep: int, protected: set[int]) -> None:
         """Version rows stay forever; files beyond the newest `keep` go (served and best stay)."""
+        protected = protected | self.pinned
         paths = self.registry.archive_old_versions(self.model_id, keep=keep, protected=protected)
         for path in paths:
             self.store.remove(path)

@@ -54,6 +54,11 @@ def capture(learner: OnlineLearner, *, seq: int, unrecorded_ids: list[str]) -> C
     )
 
 
+def snapshot_pointers(snapshot: Checkpoint) -> set[int]:
+    """The versions a snapshot names: restoring it reads their files, so none may be pruned."""
+    return set(snapshot.meta["pointers"].values())
+
+
 @dataclass(frozen=True)
 class Restored:
     seq: int

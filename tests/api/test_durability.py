@@ -284,9 +284,10 @@ START_TIMEOUT_S = 120.0
 class Server:
     """`python -m service serve` on one data directory, one process at a time."""
 
-    def __init__(self, data: Path, log: Path) -> None:
+    def __init__(self, data: Path, log: Path, settings: dict[str, str] | None = None) -> None:
         self.data = data
         self.log = log
+        self.settings = settings or {}  # GRADUAL_* beyond the test's own
         self.process: subprocess.Popen[bytes] | None = None
         # No keep-alive: a request never meets a connection the server closed while idle, so
         # a transport error always means the server died.
@@ -307,7 +308,7 @@ class Server:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("GRADUAL_")} | {
             "GRADUAL_DATA_DIR": str(self.data), "GRADUAL_DEVICE": "cpu",
-            "GRADUAL_TORCH_THREADS": "1", "GRADUAL_LOG_LEVEL": "warning",
+            "GRADUAL_TORCH_THREADS": "1", "GRADUAL_LOG_LEVEL": "warning", **self.settings,
         }  # fmt: skip
         if crashpoint is not None:
             env["GRADUAL_CRASHPOINT"] = crashpoint
@@ -397,11 +398,12 @@ class Outcome:
     data: Path
 
 
-def run_stream(directory: Path, schedule: list[str]) -> Outcome:
+def run_stream(directory: Path, plan: Schedule) -> Outcome:
     """Creates the model, adds validation rows, streams the batches; then checkpoints the head
     and streams every batch again (all must be duplicates)."""
     directory.mkdir()
-    run = Run(Server(directory / "data", directory / "server.log"), list(schedule))
+    server = Server(directory / "data", directory / "server.log", plan.settings)
+    run = Run(server, list(plan.points))
     run.start_next()
     try:
         assert run.post("/v1/models", KILLED_MODEL).status_code == 201
@@ -433,7 +435,19 @@ class Killed:
     crashed: list[Outcome]  # one per schedule of `SCHEDULES`
 
 
-SCHEDULES = [[f"{point}:{n}" for point in CRASHPOINTS] for n in (1, 2)]
+@dataclass(frozen=True)
+class Schedule:
+    points: list[str]  # crash points armed in turn, each `name:n` (its n-th hit after a start)
+    settings: dict[str, str]
+
+
+# A snapshot after every version (interval 0) reaches `after_snapshot` mid-stream; with the
+# default interval a crash replays the log across versions that committed after the snapshot.
+EVERY_VERSION = {"GRADUAL_SNAPSHOT_INTERVAL_S": "0"}
+SCHEDULES = [
+    *(Schedule([f"{point}:{n}" for point in CRASHPOINTS], EVERY_VERSION) for n in (1, 2)),
+    Schedule([f"{point}:1" for point in CRASHPOINTS if point != "after_snapshot"], {}),
+]
 
 
 @pytest.fixture(scope="module")
@@ -441,7 +455,10 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> Killed:
     """The same stream three times at once: crash-free, and twice with every crash point
     armed in turn (the first and then the second time each is reached after a start)."""
     root = tmp_path_factory.mktemp("killed")
-    plans = [("reference", []), *((f"crashed-{i}", s) for i, s in enumerate(SCHEDULES, 1))]
+    plans = [
+        ("reference", Schedule([], {})),
+        *((f"crashed-{i}", s) for i, s in enumerate(SCHEDULES, 1)),
+    ]
     with ThreadPoolExecutor(len(plans)) as pool:
         futures = [pool.submit(run_stream, root / name, plan) for name, plan in plans]
         outcomes = [future.result() for future in futures]
@@ -456,7 +473,7 @@ def comparable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @pytest.mark.slow
 def test_every_crash_point_killed_a_server_twice(killed: Killed) -> None:
     for outcome, schedule in zip(killed.crashed, SCHEDULES, strict=True):
-        assert outcome.deaths == [(point, -signal.SIGKILL) for point in schedule]
+        assert outcome.deaths == [(point, -signal.SIGKILL) for point in schedule.points]
     assert killed.reference.deaths == []
 
 

@@ -58,3 +58,45 @@ def test_crash_image_with_replay_restarts_and_trains_on_bit_for_bit(
     assert model_state(copy, "m") == state
     fit(copy, "m", lines[-1])
     assert weights_sha256(copy) == after_next
+
+
+DEFERRED = model_body(
+    "m",
+    training={
+        "batch_size": 16, "holdout": 0.25, "eval_every": 1, "promote": "latest",
+        "patience": 1000, "rollback_tolerance": None, "keep_versions": 2,
+    },
+)  # fmt: skip
+
+
+def test_versions_after_the_snapshot_are_rederived_and_its_versions_never_pruned(
+    start: Start, tmp_path: Path
+) -> None:
+    """With a long snapshot interval, the batches' versions commit but no snapshot follows
+    them: a crash replays the log across them (found by log position, not written twice), and
+    the versions the creation snapshot names keep their files although `keep_versions` is 2."""
+    settings = Settings(
+        data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'data' / 'gradual.db'}",
+        device="cpu", torch_threads=1, snapshot_interval_s=3600,
+    )  # fmt: skip
+    lines = numbered_batches(16, rows=24, seed=11)
+    with TestClient(create_app(settings)) as original:
+        assert original.post("/v1/models", json=DEFERRED).status_code == 201
+        for line in lines[:-1]:
+            fit(original, "m", line)
+        versions = original.get("/v1/models/m/versions").json()["versions"]
+        image = crash_image(settings, tmp_path / "image")
+        state = model_state(original, "m")
+        fit(original, "m", lines[-1])
+        after_next = weights_sha256(original)
+    snapshots = list((tmp_path / "image" / "weights").rglob("snapshots/*"))
+    assert len(snapshots) == 1, "only the creation snapshot: the batches' versions deferred it"
+    assert len(versions) >= 6, "the stream should have made versions"
+    status = {v["version"]: v["status"] for v in versions}
+    assert status[1] == "ready", "the snapshot names version 1: its file must stay"
+    assert list(status.values()).count("archived") >= 2, "keep_versions 2 should prune others"
+    copy = start(image)
+    assert model_state(copy, "m") == state
+    assert copy.get("/v1/models/m/versions").json()["versions"] == versions
+    fit(copy, "m", lines[-1])
+    assert weights_sha256(copy) == after_next
