@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from functools import partial
 from typing import Any
 
@@ -417,6 +418,9 @@ class ModelHub:
 
     async def wait_for_events(self, name: str, timeout: float) -> None:
         await self.notifier.wait(self.live(name).id, timeout)
+
+    def listening(self, name: str) -> AbstractContextManager[None]:
+        return self.notifier.listening(self.live(name).id)
 
 
 def _moved(live: LiveModel, row: ModelRow) -> bool:

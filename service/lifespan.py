@@ -35,9 +35,9 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
             torch.set_num_threads(settings.torch_threads)
         url = settings.resolved_database_url
         await to_thread.run_sync(migrate.upgrade, url)
-        engine = make_engine(url)
+        engine, progress = make_engine(url), make_engine(url, wait_for_disk=False)
         metrics: Metrics = app.state.metrics
-        registry = Registry(make_sessionmaker(engine))
+        registry = Registry(make_sessionmaker(engine), make_sessionmaker(progress))
         await to_thread.run_sync(_check_store, registry, settings)
         hub = ModelHub(settings, registry, WeightStore(settings.weights_root), metrics=metrics)
         metrics.watch_models(hub.all)
@@ -64,6 +64,7 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
             if redis is not None:
                 await redis.aclose()
             engine.dispose()
+            progress.dispose()
 
     return lifespan
 

@@ -59,8 +59,13 @@ class NewModel:
 
 
 class Registry:
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], progress: sessionmaker[Session] | None = None
+    ) -> None:
         self._sessions = sessions
+        # Progress events (rounds, learning-rate changes, drift) are history, re-derived by
+        # replay: their commits need not wait for the disk, as versions' and pointers' do.
+        self._progress = progress or sessions
 
     def ping(self) -> None:
         with self._sessions() as session:
@@ -227,7 +232,7 @@ class Registry:
         self, model_id: int, kind: str, version: int | None, data: dict[str, Any],
         *, seq: int | None = None, fence: Fence = None,
     ) -> None:  # fmt: skip
-        with self._sessions.begin() as session:
+        with self._progress.begin() as session:
             if fence is not None:
                 _locked_model(session, model_id, fence)
             _event(session, model_id, kind, version, data, seq=seq)

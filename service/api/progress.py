@@ -50,17 +50,18 @@ async def event_stream(
 async def _sse(hub: ModelHub, name: str, after: int, limit: int | None) -> AsyncIterator[bytes]:
     sent = 0
     yield b"retry: 2000\n\n"
-    while limit is None or sent < limit:
-        rows = await hub.events(name, after, limit=200)
-        for row in rows:
-            data = orjson.dumps(event_view(row).model_dump(mode="json"))
-            yield b"id: %d\nevent: %s\ndata: %s\n\n" % (row.id, row.kind.encode(), data)
-            after, sent = row.id, sent + 1
-            if limit is not None and sent >= limit:
-                return
-        if not rows:
-            await hub.wait_for_events(name, KEEPALIVE_S)
-            yield b": keep-alive\n\n"
+    with hub.listening(name):
+        while limit is None or sent < limit:
+            rows = await hub.events(name, after, limit=200)
+            for row in rows:
+                data = orjson.dumps(event_view(row).model_dump(mode="json"))
+                yield b"id: %d\nevent: %s\ndata: %s\n\n" % (row.id, row.kind.encode(), data)
+                after, sent = row.id, sent + 1
+                if limit is not None and sent >= limit:
+                    return
+            if not rows:
+                await hub.wait_for_events(name, KEEPALIVE_S)
+                yield b": keep-alive\n\n"
 
 
 @router.get("/history")

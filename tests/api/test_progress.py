@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
+import httpx
 import numpy as np
 import orjson
 from fastapi.testclient import TestClient
 
+from service.config import Settings
 from tests.factories import model_body
+from tests.live_server import serving
 
 
 def stream_some(client: TestClient, *, model: str = "m", batches: int = 6) -> None:
@@ -100,3 +105,26 @@ def test_metrics_report_requests_training_and_served_version(client: TestClient)
     assert f'gradual_http_requests_total{{method="POST",{route},status="200"}} 3.0' in text
     assert 'gradual_predict_batch_rows_bucket{le="8.0"} 1.0' in text
     assert 'gradual_validation_loss{model="m"}' in text
+
+
+def test_an_open_event_stream_gets_each_event_as_it_is_written(settings: Settings) -> None:
+    """A reader waiting on an idle model is woken by the next event, well before the 15 s
+    keep-alive: writers wake the loop only while someone listens, and this one listens."""
+    with serving(settings) as url, httpx.Client(base_url=url, timeout=30) as http:
+        body = model_body(training={"eval_every": 1, "holdout": 0.2})
+        assert http.post("/v1/models", json=body).status_code == 201
+        rng = np.random.default_rng(3)
+        x = rng.normal(size=(64, 4))
+        batch = {"inputs": x.tolist(), "targets": (x[:, 0] > 0).astype(int).tolist()}
+        since = http.get("/v1/models/m/events").json()["events"][-1]["id"]
+        waits = []
+        with http.stream("GET", f"/v1/models/m/events/stream?since={since}") as stream:
+            lines = stream.iter_lines()
+            assert next(lines) == "retry: 2000"
+            for _ in range(3):
+                time.sleep(0.3)  # the reader has read everything and waits
+                started = time.monotonic()
+                assert http.post("/v1/models/m/partial-fit", json=batch).status_code == 200
+                assert "event: round" in (line for line in lines)  # reads up to the round
+                waits.append(time.monotonic() - started)
+        assert max(waits) < 5.0, waits
