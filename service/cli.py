@@ -150,7 +150,9 @@ def create(
     activation: str = "relu",
     dropout: float = 0.0,
     optimizer: str = "adam",
-    lr: float = 0.001,
+    lr: Annotated[
+        float | None, typer.Option(help="Learning rate; default: the service's (see README).")
+    ] = None,
     batch_size: int = 64,
     seed: int = 0,
     url: Url = DEFAULT_URL,
@@ -164,7 +166,7 @@ def create(
     }  # fmt: skip
     with _client(url, token) as client:
         model = client.create(
-            name, spec, optimizer={"name": optimizer, "lr": lr},
+            name, spec, optimizer={"name": optimizer} | ({} if lr is None else {"lr": lr}),
             training={"batch_size": batch_size}, seed=seed,
         )  # fmt: skip
     typer.echo(f"created {model.name}: v{model.served_version} on {model.device}")

@@ -51,7 +51,7 @@ class _GradualEstimator(BaseEstimator):  # type: ignore[misc]
     def __init__(
         self, base_url: str | None = None, *, model_name: str | None = None,
         hidden: tuple[int, ...] = (64,), activation: str = "relu", dropout: float = 0.0,
-        optimizer: str = "adam", lr: float = 0.001, batch_size: int = 32, epochs: int = 100,
+        optimizer: str = "adam", lr: float | None = None, batch_size: int = 32, epochs: int = 100,
         seed: int = 0, training: Mapping[str, Any] | None = None, token: str | None = None,
         client: GradualClient | httpx.Client | None = None,
     ) -> None:  # fmt: skip
@@ -94,7 +94,7 @@ class _GradualEstimator(BaseEstimator):  # type: ignore[misc]
             "task": self._task, "inputs": features, "outputs": outputs,
             "hidden": list(self.hidden), "activation": self.activation, "dropout": self.dropout,
         }  # fmt: skip
-        optimizer = {"name": self.optimizer, "lr": self.lr}
+        optimizer = {"name": self.optimizer} | ({} if self.lr is None else {"lr": self.lr})
         with self._gradual() as gradual:
             gradual.create(name, spec, optimizer, self._training_section(), seed=self.seed)
         self.model_name_ = name
@@ -154,10 +154,11 @@ class GradualClassifier(ClassifierMixin, _GradualEstimator):  # type: ignore[mis
     """A neural-network classifier trained and served by a Gradual service.
 
     Parameters are the network (`hidden` widths, `activation`, `dropout`), the optimizer
-    (`optimizer` name, `lr`), the mini-batch size, `epochs` (passes over the data in `fit`),
-    `seed`, extra `training` fields for the service, and where the service is: `base_url` and
-    `token`, or a `client` (a `GradualClient`, or an `httpx.Client` — which cannot be cloned,
-    so prefer a `GradualClient` inside `cross_val_score`).
+    (`optimizer` name, `lr`: None for the service's default), the mini-batch size, `epochs`
+    (passes over the data in `fit`), `seed`, extra `training` fields for the service, and
+    where the service is: `base_url` and `token`, or a `client` (a `GradualClient`, or an
+    `httpx.Client` — which cannot be cloned, so prefer a `GradualClient` inside
+    `cross_val_score`).
     """
 
     _task = "classification"
