@@ -162,14 +162,19 @@ class Registry:
     def archive_old_versions(self, model_id: int, *, keep: int, protected: set[int]) -> list[str]:
         """Marks ready versions beyond the newest `keep` archived; returns their files to delete."""
         with self._sessions.begin() as session:
-            rows = session.scalars(
-                select(VersionRow)
+            beyond = session.execute(  # columns, not rows: this runs after every new version
+                select(VersionRow.id, VersionRow.number, VersionRow.weights_path)
                 .where(VersionRow.model_id == model_id, VersionRow.status == "ready")
                 .order_by(VersionRow.number.desc())
+                .offset(keep)
             ).all()
-            doomed = [row for row in rows[keep:] if row.number not in protected]
-            for row in doomed:
-                row.status = "archived"
+            doomed = [row for row in beyond if row.number not in protected]
+            if doomed:
+                session.execute(
+                    update(VersionRow)
+                    .where(VersionRow.id.in_([row.id for row in doomed]))
+                    .values(status="archived")
+                )
             return [row.weights_path for row in doomed]
 
     def applied_batch_ids(self, model_id: int, *, limit: int, through_seq: int) -> list[str]:
