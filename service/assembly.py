@@ -52,7 +52,7 @@ class Assembler:
         self.executor = Executor(
             store=store, registry=registry, device=device, snapshot_every=settings.snapshot_every,
             snapshot_interval_s=settings.snapshot_interval_s, read=self.read,
-            load=self.load_version,
+            load=self.load_version, compiled=limits.compile_predict,
         )  # fmt: skip
 
     def restore(self, row: ModelRow) -> LiveModel:
@@ -107,7 +107,10 @@ class Assembler:
             checkpoint = self.read(row, number)
             # A race's versions name their candidate's spec; a lone model's are the row's.
             spec = NetworkSpec.model_validate(checkpoint.meta.get("spec", row.spec))
-            return ServedModel.from_state(spec, number, checkpoint.network, self.device)
+            return ServedModel.from_state(
+                spec, number, checkpoint.network, self.device,
+                compiled=self.limits.compile_predict,
+            )  # fmt: skip
 
         return self.versions.get_or_load((row.id, number), load)
 

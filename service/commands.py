@@ -42,6 +42,7 @@ class Executor:
         self, *, store: WeightStore, registry: Registry, device: torch.device,
         snapshot_every: int, snapshot_interval_s: float,
         read: Callable[[ModelRow, int], Checkpoint], load: Callable[[ModelRow, int], ServedModel],
+        compiled: bool = False,
     ) -> None:  # fmt: skip
         self.store = store
         self.registry = registry
@@ -50,6 +51,7 @@ class Executor:
         self.snapshot_interval_s = snapshot_interval_s
         self.read = read
         self.load = load
+        self.compiled = compiled  # served versions' forward passes go through torch.compile
 
     def run(
         self, live: LiveModel, record: Record, *, guard: StreamGuard | None = None,
@@ -197,7 +199,9 @@ class Executor:
             return served
         state = live.learner.resident_state(version)
         if state is not None:  # no disk read: a recent version is in device memory
-            return ServedModel.from_state(live.spec, version, state.network, self.device)
+            return ServedModel.from_state(
+                live.spec, version, state.network, self.device, compiled=self.compiled
+            )
         return self.load(live.row, version)
 
 

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service import access
+from service.compilation import CompileMode
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "testserver")  # testserver: Starlette's client
 
@@ -79,6 +80,11 @@ class Settings(BaseSettings):
     )
     precision: Literal["fp32", "bf16"] = Field(
         default="fp32", description="bf16: mixed-precision training steps (autocast)."
+    )
+    compile: CompileMode = Field(
+        default="off",
+        description="torch.compile forward passes: predict (served versions), all (training "
+        "too); eager where compiling fails.",
     )
     crashpoint: str | None = Field(
         default=None, description="Tests only: SIGKILL the process at this named point."

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from models.spec import NetworkSpec
 from service import commands
 from service.assembly import Assembler
+from service.compilation import effective_mode
 from service.config import Settings
 from service.db.tables import EventRow, ModelRow, VersionRow
 from service.errors import (
@@ -65,7 +66,10 @@ class ModelHub:
         self.store = store
         self.device = settings.torch_device()
         autocast = torch.bfloat16 if settings.precision == "bf16" else None
-        self.limits = Limits(settings.max_weight_abs, settings.max_grad_norm, autocast)
+        compile_mode = effective_mode(settings.compile, self.device)
+        self.limits = Limits(
+            settings.max_weight_abs, settings.max_grad_norm, autocast, compile=compile_mode
+        )
         self.notifier = Notifier(asyncio.get_running_loop())
         self.assembly = Assembler(
             settings, registry, store, device=self.device, limits=self.limits,
@@ -170,7 +174,10 @@ class ModelHub:
             for version in written:  # its row never committed
                 self.store.remove(version.file.path)
             raise
-        served = ServedModel.from_state(head.spec, 1, checkpoint.network, self.device)
+        served = ServedModel.from_state(
+            head.spec, 1, checkpoint.network, self.device,
+            compiled=self.limits.compile_predict,
+        )  # fmt: skip
         best = BestVersion(1, head.state(), None)
         learner = self.assembly.learner(
             row, head, served, best, Control(), request.training, 1, race=race

@@ -10,6 +10,7 @@ import torch
 
 from models.network import Network, build_network
 from models.spec import NetworkSpec
+from service.compilation import CompiledForward
 
 
 @dataclass(frozen=True)
@@ -21,17 +22,20 @@ class Predictions:
 class ServedModel:
     """One version's weights, never modified after construction; swapping one is atomic."""
 
-    def __init__(self, version: int, network: Network) -> None:
+    def __init__(self, version: int, network: Network, *, compiled: bool = False) -> None:
         self.version = version
         self.network = network.eval().requires_grad_(False)
+        # Only the forward pass is compiled: `network` keeps its own state_dict keys.
+        self._forward = CompiledForward(self.network) if compiled else self.network
 
     @classmethod
     def from_state(
-        cls, spec: NetworkSpec, version: int, state: dict[str, torch.Tensor], device: torch.device
-    ) -> ServedModel:
+        cls, spec: NetworkSpec, version: int, state: dict[str, torch.Tensor],
+        device: torch.device, *, compiled: bool = False,
+    ) -> ServedModel:  # fmt: skip
         network = build_network(spec, seed=0, device=device)
         network.load_state_dict({k: v.to(device) for k, v in state.items()})
-        return cls(version, network)
+        return cls(version, network, compiled=compiled)
 
     @property
     def spec(self) -> NetworkSpec:
@@ -39,7 +43,7 @@ class ServedModel:
 
     def outputs(self, inputs: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            outputs: torch.Tensor = self.network(inputs)
+            outputs: torch.Tensor = self._forward(inputs)
         return outputs
 
 

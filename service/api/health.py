@@ -21,7 +21,11 @@ async def healthz() -> Health:
 
 @router.get("/readyz", responses={503: {"model": Health}})
 async def readyz(request: Request, hub: HubDep) -> FastJSONResponse:
-    detail: dict[str, object] = {"models": len(hub.all()), "failed": hub.failed}
+    detail: dict[str, object] = {
+        "models": len(hub.all()),
+        "failed": hub.failed,
+        "compile": hub.limits.compile,  # GRADUAL_COMPILE as it runs ("off" if unavailable)
+    }
     try:
         await to_thread.run_sync(hub.registry.ping)
     except Exception as exc:  # any driver error means "not ready", never a 500

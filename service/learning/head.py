@@ -12,6 +12,7 @@ from models.losses import make_loss
 from models.network import Network, build_network
 from models.optimizers import build_optimizer
 from models.spec import NetworkSpec, OptimizerSpec
+from service.compilation import CompiledForward
 from service.weights import Checkpoint
 
 
@@ -95,6 +96,16 @@ class TrainingHead:
         self.step = 0
         self.samples_seen = 0
         self.backup = Backup()  # the transaction's copy, reused by every request
+        self._compiled: CompiledForward | None = None  # made at the first compiled step
+
+    def forward(self, x: torch.Tensor, *, compiled: bool) -> torch.Tensor:
+        """The training forward pass; `compiled`: through `torch.compile` (GRADUAL_COMPILE=all)."""
+        if not compiled:
+            out: torch.Tensor = self.network(x)
+            return out
+        if self._compiled is None:
+            self._compiled = CompiledForward(self.network)
+        return self._compiled(x)
 
     @property
     def generator(self) -> torch.Generator:

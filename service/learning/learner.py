@@ -153,8 +153,8 @@ class OnlineLearner:
     def _scored_by_first_step(self, held_out: np.ndarray) -> bool:
         """Whether the first training step's forward pass is the prequential score: it runs on
         the head before any step, and here nothing makes it differ from `evaluate`'s pass (no
-        held-out row, one mini-batch, no dropout, normalizer, noise or autocast), so the batch
-        is scored without a forward pass of its own."""
+        held-out row, one mini-batch, no dropout, normalizer, noise, autocast or compiled
+        step, whose rounding may differ), so the batch is scored without a pass of its own."""
         return (
             not held_out.any()
             and held_out.shape[0] <= self.training.batch_size
@@ -162,6 +162,7 @@ class OnlineLearner:
             and self.spec.dropout == 0.0
             and self.training.augment_noise == 0.0
             and self.limits.autocast is None
+            and not self.limits.compile_training
         )
 
     def add_validation(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -255,8 +256,9 @@ class OnlineLearner:
         self._keep_resident(number, self.best.state)
         if serve:
             self.served = ServedModel.from_state(
-                self.spec, number, self.best.state.network, self.head.device
-            )
+                self.spec, number, self.best.state.network, self.head.device,
+                compiled=self.limits.compile_predict,
+            )  # fmt: skip
         self._prune()
 
     def _should_promote(self, score: float) -> bool:
@@ -380,7 +382,10 @@ class OnlineLearner:
 
     def reset_to(self, version: int, state: HeadState) -> None:
         """Manual rollback: serve `version` and restart the head from it."""
-        served = ServedModel.from_state(self.spec, version, state.network, self.head.device)
+        served = ServedModel.from_state(
+            self.spec, version, state.network, self.head.device,
+            compiled=self.limits.compile_predict,
+        )  # fmt: skip
         score = self._score(served.network)
         data = {"from_version": self.served.version, "head_version": self.head_version}
         self.stopper.state.best, self.stopper.state.wait = score, 0

@@ -20,6 +20,7 @@ import torch
 from models.losses import shape_targets
 from models.spec import OptimizerSpec
 from service import crashpoints
+from service.compilation import CompileMode
 from service.errors import BatchRejected
 from service.learning.config import TrainingConfig
 from service.learning.head import TrainingHead
@@ -28,11 +29,20 @@ from service.learning.replay import ReplayBuffer
 
 @dataclass(frozen=True)
 class Limits:
-    """How a step may run: the bounds it must respect, and its precision."""
+    """How a step may run: the bounds it must respect, its precision, what is compiled."""
 
     max_weight_abs: float
     max_grad_norm: float
     autocast: torch.dtype | None = None  # e.g. torch.bfloat16: mixed-precision forward/loss
+    compile: CompileMode = "off"  # the effective mode (see service/compilation.py)
+
+    @property
+    def compile_predict(self) -> bool:
+        return self.compile != "off"
+
+    @property
+    def compile_training(self) -> bool:
+        return self.compile == "all"
 
 
 @dataclass(frozen=True)
@@ -124,7 +134,7 @@ def _step(
         x = x + noise * training.augment_noise
     head.optimizer.zero_grad(set_to_none=True)
     with torch.autocast(x.device.type, dtype=limits.autocast, enabled=limits.autocast is not None):
-        outputs = network(x)
+        outputs = head.forward(x, compiled=limits.compile_training)
         loss = head.loss(outputs, shape_targets(head.spec, y)).float()
     penalty = _l1_penalty(head, optimizer.l1) if optimizer.l1 > 0.0 else None
     objective = loss if penalty is None else loss + penalty
