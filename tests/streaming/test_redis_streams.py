@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,7 +17,16 @@ import redis
 from fastapi.testclient import TestClient
 
 from service.config import Settings
-from tests.factories import fit, labelled, model_body, model_state, ndjson, numbered_batches
+from tests.factories import (
+    batches,
+    blobs,
+    fit,
+    labelled,
+    model_body,
+    model_state,
+    ndjson,
+    numbered_batches,
+)
 from tests.live_server import free_port
 
 Start = Callable[..., TestClient]
@@ -236,3 +246,67 @@ def test_without_redis_the_service_starts_unready_and_refuses_batches_with_503(
         ).status_code
         == 200
     )
+
+
+RACE = model_body("m", training={"holdout": 0.25, "eval_every": 2}) | {
+    "search": {
+        "variations": [{}, {"hidden": [2]}, {"optimizer.lr": 0.05, "dropout": 0.3}],
+        "budget": 2,
+        "survivors": 2,
+    }
+}
+
+
+def _candidates(client: TestClient) -> list[dict[str, Any]]:
+    response = client.get("/v1/models/m/candidates")
+    assert response.status_code == 200, response.text
+    found: list[dict[str, Any]] = response.json()["candidates"]
+    return found
+
+
+def _timeless(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in state.items() if k != "created_at"}
+
+
+def _owning(client: TestClient, *, create: bool) -> TestClient:
+    if create:
+        assert client.post("/v1/models", json=RACE).status_code == 201
+    wait_for(lambda: client.get("/readyz").json()["detail"]["owned"] == ["m"])
+    return client
+
+
+def test_a_race_learns_through_the_stream_and_a_restart_continues_it_exactly(
+    start: Start, cluster_settings: Settings, tmp_path: Path
+) -> None:
+    """A race (every candidate steps on each entry; rounds retire the worst) runs in Redis
+    mode as in one process: restarted half-way from the committed snapshot and the stream, it
+    ends with the candidates, scores and counters of a run that was never restarted."""
+    x, y = blobs(600, seed=5)
+    stream = batches(x, y, 40)
+    other = tmp_path / "reference"
+    reference = _owning(
+        start(
+            cluster_settings.model_copy(
+                update={
+                    "data_dir": other, "database_url": f"sqlite:///{other / 'gradual.db'}",
+                    "redis_prefix": f"{cluster_settings.redis_prefix}-reference",
+                }
+            )
+        ),
+        create=True,
+    )  # fmt: skip
+    for batch in stream:
+        fit(reference, "m", batch)
+    expected = (_candidates(reference), _timeless(model_state(reference, "m")))
+    reference.__exit__(None, None, None)
+
+    first = _owning(start(cluster_settings), create=True)
+    for batch in stream[:8]:
+        fit(first, "m", batch)
+    first.__exit__(None, None, None)
+    again = _owning(start(cluster_settings), create=False)
+    for batch in stream[8:]:
+        fit(again, "m", batch)
+    found = _candidates(again)
+    assert (found, _timeless(model_state(again, "m"))) == expected
+    assert [c["state"] for c in found].count("retired") == 1, "a halving should have run"
