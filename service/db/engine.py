@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 
 def make_engine(url: str, *, wait_for_disk: bool = True) -> Engine:
-    """`wait_for_disk=False`: commits return before they are flushed to disk. A crash of the
-    process loses none of them; a crash of the machine may lose the last few, never corrupts."""
+    """`wait_for_disk=False`: commits return before they are flushed to disk. A crash of our
+    process loses none of them; a crash of the machine (or of the PostgreSQL server) may lose
+    the last few, never corrupts the database."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", partial(_sqlite_pragmas, wait_for_disk=wait_for_disk))
