@@ -3,16 +3,50 @@ for tests that need a URL: estimators that build their own clients, pickled ones
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import httpx
 import uvicorn
 
 from service.app import create_app
 from service.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 120.0
+QUIET = {"GRADUAL_DEVICE": "cpu", "GRADUAL_TORCH_THREADS": "1", "GRADUAL_LOG_LEVEL": "warning"}
+
+
+def serve_process(port: int, settings: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`python -m service serve` in its own process, configured by `settings` alone (the
+    test runner's own GRADUAL_* variables are not passed on), logging to `log`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADUAL_")}
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "service", "serve", "--port", str(port)],
+            cwd=ROOT, env=env | QUIET | settings, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def answers_ready(process: subprocess.Popen[bytes], http: httpx.Client, log: Path) -> bool:
+    """True once `/readyz` answers 200; False if the process died first."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while process.poll() is None:
+        try:
+            if http.get("/readyz", timeout=5).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"not ready in {START_TIMEOUT_S} s; see {log}"
+        time.sleep(0.1)
+    return False
 
 
 def free_port() -> int:

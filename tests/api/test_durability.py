@@ -16,8 +16,6 @@ import signal
 import sqlite3
 import struct
 import subprocess
-import sys
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,9 +41,8 @@ from tests.factories import (
     numbered_batches,
     stream_fit,
 )
-from tests.live_server import free_port
+from tests.live_server import answers_ready, free_port, serve_process
 
-ROOT = Path(__file__).resolve().parents[2]
 Start = Callable[..., TestClient]
 
 
@@ -278,7 +275,6 @@ KILLED_MODEL = model_body(
         "promote": "latest", "patience": 1000, "rollback_tolerance": None, "keep_versions": 1000,
     },
 )  # fmt: skip
-START_TIMEOUT_S = 120.0
 
 
 class Server:
@@ -306,31 +302,15 @@ class Server:
 
     def _spawn(self, crashpoint: str | None) -> None:
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GRADUAL_")} | {
-            "GRADUAL_DATA_DIR": str(self.data), "GRADUAL_DEVICE": "cpu",
-            "GRADUAL_TORCH_THREADS": "1", "GRADUAL_LOG_LEVEL": "warning", **self.settings,
-        }  # fmt: skip
+        settings = {"GRADUAL_DATA_DIR": str(self.data), **self.settings}
         if crashpoint is not None:
-            env["GRADUAL_CRASHPOINT"] = crashpoint
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "service", "serve", "--port", str(port)],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+            settings["GRADUAL_CRASHPOINT"] = crashpoint
+        self.process = serve_process(port, settings, self.log)
         self.http.base_url = httpx.URL(f"http://127.0.0.1:{port}")
 
     def _ready(self) -> bool:
         assert self.process is not None
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while self.process.poll() is None:
-            try:
-                if self.http.get("/readyz", timeout=5).status_code == 200:
-                    return True
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"not ready in {START_TIMEOUT_S} s; see {self.log}"
-            time.sleep(0.1)
-        return False
+        return answers_ready(self.process, self.http, self.log)
 
     def death(self) -> int:
         """Its return code once it has died (a killed server must not linger)."""

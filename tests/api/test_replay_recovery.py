@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -24,6 +25,15 @@ REPLAYING = model_body(
 )  # fmt: skip
 
 
+def on_disk(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings of an app whose data (SQLite file included) lies under `tmp_path / data`."""
+    data = tmp_path / "data"
+    return Settings(
+        data_dir=data, database_url=f"sqlite:///{data / 'gradual.db'}", device="cpu",
+        torch_threads=1, **overrides,
+    )  # fmt: skip
+
+
 def weights_sha256(client: TestClient) -> str:
     number = checkpoint(client, "m")
     sha: str = client.get(f"/v1/models/m/versions/{number}").json()["weights_sha256"]
@@ -35,10 +45,7 @@ def test_crash_image_with_replay_restarts_and_trains_on_bit_for_bit(
 ) -> None:
     """Ten batches make versions (each a snapshot); then `min_delta` stops improvements, so the
     last fourteen batches, whose steps draw replayed rows, live only in the log."""
-    settings = Settings(
-        data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'data' / 'gradual.db'}",
-        device="cpu", torch_threads=1, snapshot_every=1000,
-    )  # fmt: skip
+    settings = on_disk(tmp_path, snapshot_every=1000)
     lines = numbered_batches(25, rows=12, seed=7)
     with TestClient(create_app(settings)) as original:
         assert original.post("/v1/models", json=REPLAYING).status_code == 201
@@ -75,10 +82,7 @@ def test_versions_after_the_snapshot_are_rederived_and_its_versions_never_pruned
     """With a long snapshot interval, the batches' versions commit but no snapshot follows
     them: a crash replays the log across them (found by log position, not written twice), and
     the versions the creation snapshot names keep their files although `keep_versions` is 2."""
-    settings = Settings(
-        data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'data' / 'gradual.db'}",
-        device="cpu", torch_threads=1, snapshot_interval_s=3600,
-    )  # fmt: skip
+    settings = on_disk(tmp_path, snapshot_interval_s=3600)
     lines = numbered_batches(16, rows=24, seed=11)
     with TestClient(create_app(settings)) as original:
         assert original.post("/v1/models", json=DEFERRED).status_code == 201

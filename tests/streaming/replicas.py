@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.live_server import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT_S = 120.0
+from tests.live_server import answers_ready, free_port, serve_process
 
 
 class Replica:
@@ -36,24 +31,9 @@ class Replica:
 
     def try_start(self) -> bool:
         """True once it answers ready; False if it died first (a crash point in catch-up)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GRADUAL_")} | self.env
-        env |= {"GRADUAL_REPLICA_ID": self.name, "GRADUAL_DEVICE": "cpu",
-                "GRADUAL_TORCH_THREADS": "1", "GRADUAL_LOG_LEVEL": "warning"}  # fmt: skip
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "service", "serve", "--port", str(self.port)],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while self.process.poll() is None:
-            try:
-                if self.http.get("/readyz", timeout=5).status_code == 200:
-                    return True
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"{self.name} not ready; see {self.log}"
-            time.sleep(0.1)
-        return False
+        settings = self.env | {"GRADUAL_REPLICA_ID": self.name}
+        self.process = serve_process(self.port, settings, self.log)
+        return answers_ready(self.process, self.http, self.log)
 
     def owned(self) -> list[str]:
         found: list[str] = self.http.get("/readyz").json()["detail"].get("owned", [])
