@@ -13,7 +13,8 @@ from models.spec import NetworkSpec, OptimizerSpec
 from service.commands import Executor
 from service.config import Settings
 from service.db.tables import ModelRow
-from service.errors import VersionUnavailable
+from service.errors import GradualError, ReplayFailed, VersionUnavailable
+from service.learning.checkpoint import Checkpoint
 from service.learning.config import TrainingConfig
 from service.learning.head import TrainingHead
 from service.learning.learner import BestVersion, Control, OnlineLearner
@@ -30,7 +31,7 @@ from service.registry import Registry
 from service.served import ServedModel
 from service.version_cache import VersionCache
 from service.wal import ModelLog
-from service.weights import Checkpoint, WeightStore
+from service.weights import WeightStore
 
 log = logging.getLogger("gradual.hub")
 
@@ -65,17 +66,22 @@ class Assembler:
         recorded = self.registry.applied_batch_ids(
             row.id, limit=self.settings.batch_id_memory, through_seq=seq
         )
-        learner = self.learner(
+        live = self.live(
             row, head, self.load_version(row, info.pointers.served),
             BestVersion(info.pointers.best, best_state, info.control.stopper.best),
-            info.control, info.training, info.pointers.head,
+            info.control, info.training, info.pointers.head, seq,
             recorded_ids=recorded, unrecorded_ids=info.unrecorded_ids, race=race,
         )  # fmt: skip
-        restore_into(learner, snapshot)
-        learner.recorder.pinned = snapshot_pointers(snapshot)
-        live = self.live(row, learner, seq)
-        live.applied_through = live.committed_through = row.applied_through
-        self._replay(live)
+        restore_into(live.learner, snapshot)
+        live.publish()
+        live.snapshotted(seq, snapshot_pointers(snapshot))
+        live.resumed_from(row.applied_through)
+        try:
+            self._replay(live)
+        except ReplayFailed:
+            if live.log is not None:
+                live.log.close()
+            raise
         return live
 
     def _snapshot_of(self, row: ModelRow) -> tuple[int, Checkpoint]:
@@ -91,13 +97,16 @@ class Assembler:
         """Re-applies every logged record after the snapshot, exactly as it ran the first time."""
         if live.log is None:
             return
-        live.learner.recorder.replay_through = live.log.last_seq
+        live.recorder.replaying_through(live.log.last_seq)
         replayed = 0
         for record in live.log.read(after=live.snapshot_seq):
             try:
                 self.executor.run(live, record)
-            except Exception as exc:  # refused the first time too: the log keeps what was sent
+            except GradualError as exc:  # refused the first time too: the log keeps what was sent
                 log.info("replay of %s record %d refused again: %s", live.name, record.seq, exc)
+            except Exception as exc:  # a bug: going on would silently diverge from the first run
+                log.error("replay of %s record %d failed", live.name, record.seq, exc_info=exc)
+                raise ReplayFailed(live.name, f"replay failed at record {record.seq}") from exc
             replayed += 1
         if replayed:
             log.info("model %s: replayed %d logged records", live.name, replayed)
@@ -125,36 +134,28 @@ class Assembler:
         optimizer = OptimizerSpec.model_validate(row.optimizer)
         return TrainingHead(spec, optimizer, seed=row.seed, device=self.device)
 
-    def learner(
+    def live(
         self, row: ModelRow, head: TrainingHead, served: ServedModel, best: BestVersion,
-        control: Control, training: TrainingConfig, head_version: int, *,
+        control: Control, training: TrainingConfig, head_version: int, seq: int, *,
         recorded_ids: Sequence[str] = (), unrecorded_ids: Sequence[str] = (),
         race: Race | None = None,
-    ) -> OnlineLearner:  # fmt: skip
+    ) -> LiveModel:  # fmt: skip
+        """A live model around a learner in this state, as of log record `seq`."""
         ledger = BatchLedger(self.settings.batch_id_memory, recorded_ids, unrecorded_ids)
+        recorder = ModelRecorder(
+            self.registry, self.store, row.id, ledger, notify=partial(self.notifier.notify, row.id)
+        )
         optimizer = OptimizerSpec.model_validate(row.optimizer)
-        return OnlineLearner(
+        learner = OnlineLearner(
             head=head, served=served, best=best, head_version=head_version, training=training,
             optimizer=optimizer if race is None else race.leader.plan.optimizer, seed=row.seed,
-            limits=self.limits, control=control, race=race,
-            recorder=ModelRecorder(
-                self.registry, self.store, row.id, ledger,
-                notify=partial(self.notifier.notify, row.id),
-            ),
+            limits=self.limits, control=control, race=race, recorder=recorder,
         )  # fmt: skip
-
-    def live(self, row: ModelRow, learner: OnlineLearner, seq: int) -> LiveModel:
         wal = None
         if self.settings.durability == "wal" and self.settings.redis_url is None:
             wal = ModelLog(self.settings.wal_dir / f"m{row.id}")
         pipeline = Pipeline(self.settings.queue_batches, self.settings.retry_after_s)
-        ledger = learner.recorder.ledger
         return LiveModel(
-            row,
-            learner,
-            ledger,
-            pipeline,
-            wal,
-            seq=max(seq, wal.last_seq if wal else 0),
-            snapshot_seq=seq,
-        )
+            row, learner, recorder, ledger, pipeline, wal,
+            seq=max(seq, wal.last_seq if wal else 0), snapshot_seq=seq,
+        )  # fmt: skip

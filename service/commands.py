@@ -21,20 +21,17 @@ import torch
 from service import crashpoints
 from service.db.tables import ModelRow
 from service.errors import BatchSkipped, GradualError, InvalidInput
+from service.kinds import RecordKind
+from service.learning.checkpoint import Checkpoint
 from service.learning.config import TrainingConfig
 from service.learning.snapshot import capture, snapshot_pointers
 from service.live import LiveModel, StreamGuard, Trained
 from service.registry import Registry
 from service.served import ServedModel, to_device
 from service.wal import Record
-from service.weights import Checkpoint, WeightStore
+from service.weights import WeightStore
 
 log = logging.getLogger("gradual.commands")
-
-FIT, VALIDATION = "fit", "validation"
-STOP, RESUME, TRAINING, CHECKPOINT, ROLLBACK, PROMOTE = (
-    "stop", "resume", "training", "checkpoint", "rollback", "promote",
-)  # fmt: skip
 
 
 class Executor:
@@ -57,20 +54,18 @@ class Executor:
         self, live: LiveModel, record: Record, *, guard: StreamGuard | None = None,
         wait: bool = True,
     ) -> Any:  # fmt: skip
-        recorder = live.learner.recorder
-        recorder.seq = record.seq
-        if live.log is not None:
-            recorder.durable = partial(live.log.sync, record.seq)
+        recorder = live.recorder
+        recorder.begin(record.seq, None if live.log is None else partial(live.log.sync, record.seq))
         before = recorder.transitions
         try:
             return self._dispatch(live, record, guard)
         except Exception as exc:
-            if record.kind == FIT and not wait:  # nobody awaits it: the event log tells
+            if record.kind == "fit" and not wait:  # nobody awaits it: the event log tells
                 recorder.event("batch_failed", None, _failure(exc, record.args.get("batch_id")))
             raise
         finally:
-            if record.source is not None:
-                live.applied_through = record.source
+            live.applied(record)
+            live.publish()
             if self._snapshot_due(live, record, transitioned=recorder.transitions != before):
                 self.snapshot(live, record.seq)
 
@@ -82,7 +77,7 @@ class Executor:
         # A batch's own versions and rollbacks are re-derived by replaying the log; a snapshot
         # after each costs more than the steps themselves. Without a log, or when a snapshot
         # is what acknowledges stream entries (scale-out), every transition snapshots.
-        deferrable = record.kind == FIT and live.log is not None and live.fence is None
+        deferrable = record.kind == "fit" and live.log is not None and live.fence is None
         return not deferrable or time.monotonic() - live.snapshot_at >= self.snapshot_interval_s
 
     def snapshot(self, live: LiveModel, seq: int) -> None:
@@ -95,8 +90,7 @@ class Executor:
         else:
             self.store.write_snapshot(live.id, seq, state)
         crashpoints.hit("after_snapshot")
-        live.snapshot_seq, live.snapshot_at = seq, time.monotonic()
-        live.learner.recorder.pinned = snapshot_pointers(state)
+        live.snapshotted(seq, snapshot_pointers(state))
         if live.log is not None:
             live.log.truncate_through(seq)
 
@@ -114,21 +108,18 @@ class Executor:
             self.store.remove(file.path)
             raise
         crashpoints.hit("after_db_commit_before_xack")
-        live.committed_through = live.applied_through
         self.store.prune_snapshots(live.id, keep={file.path, *live.kept_snapshots[-1:]})
-        live.kept_snapshots = [file.path]
+        live.committed(file.path)
 
     def _dispatch(self, live: LiveModel, record: Record, guard: StreamGuard | None) -> Any:
-        if record.kind == FIT:
+        if record.kind == "fit":
             return self._fit(live, record, guard)
-        handler = {
-            VALIDATION: self._validation, STOP: self._stop, RESUME: self._resume,
-            TRAINING: self._training, CHECKPOINT: self._checkpoint, ROLLBACK: self._rollback,
-            PROMOTE: self._promote,
-        }.get(record.kind)  # fmt: skip
-        if handler is None:
-            raise AssertionError(f"unknown record kind {record.kind!r}")
-        return handler(live, record)
+        handlers: dict[RecordKind, Callable[[LiveModel, Record], Any]] = {
+            "validation": self._validation, "stop": self._stop, "resume": self._resume,
+            "training": self._training, "checkpoint": self._checkpoint,
+            "rollback": self._rollback, "promote": self._promote,
+        }  # fmt: skip
+        return handlers[record.kind](live, record)
 
     def _validation(self, live: LiveModel, record: Record) -> int:
         live.learner.add_validation(*self._tensors(record))
@@ -144,7 +135,7 @@ class Executor:
 
     def _training(self, live: LiveModel, record: Record) -> None:
         training = TrainingConfig.stored(record.args["training"])
-        live.learner.recorder.update_training(training.model_dump())
+        live.recorder.update_training(training.model_dump())
         live.learner.reconfigure(training)
 
     def _checkpoint(self, live: LiveModel, _record: Record) -> int:

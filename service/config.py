@@ -36,10 +36,12 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL; default: SQLite file in the data dir."
     )
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
+    host: str = Field(default="127.0.0.1", description="Where `gradual serve` listens.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Where `gradual serve` listens.")
 
-    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
+    )
     max_batch_rows: int = Field(default=65_536, ge=1, description="Rows per predict/fit call.")
     max_input_abs: float = Field(
         default=1e12, gt=0, description="Inputs and regression targets beyond this are refused."
@@ -87,12 +89,17 @@ class Settings(BaseSettings):
         "too); eager where compiling fails.",
     )
     crashpoint: str | None = Field(
-        default=None, description="Tests only: SIGKILL the process at this named point."
+        default=None,
+        description="Tests only: SIGKILL the process at a named point (after_wal_append, "
+        "after_weights_fsync, after_rename, after_db_commit, after_db_commit_before_xack, "
+        "mid_step, after_snapshot; `:N` for the N-th time).",
     )
     torch_threads: int | None = Field(
         default=None, ge=1, description="torch intra-op threads; default: torch's own choice."
     )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="The service's log level."
+    )
     # `gradual serve`'s HTTP stack: auto picks httptools and uvloop (C) when installed.
     http: Literal["auto", "h11", "httptools"] = Field(
         default="auto", description="HTTP/1.1 parser; auto: httptools when installed, else h11."

@@ -16,15 +16,20 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sklearn.datasets import load_digits
 
 from service.client import Event, FitResult, GradualClient, GradualClientError
+from service.extras import require
+from service.kinds import EventKind
+
+require("sklearn", "matplotlib", extra="demo", purpose="the demo")
+from sklearn.datasets import load_digits  # noqa: E402
 
 NAME = "demo-digits"
 BATCH = 64
@@ -90,7 +95,12 @@ def _learn_until_stopped(
 
 
 def _stream_until(
-    client: GradualClient, x: np.ndarray, y: np.ndarray, console: Console, *, stop_on: str
+    client: GradualClient,
+    x: np.ndarray,
+    y: np.ndarray,
+    console: Console,
+    *,
+    stop_on: EventKind | Literal["stopped"],
 ) -> bool:
     """One pass in mini-batches; True as soon as the model stops, or a `stop_on` event."""
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
@@ -119,7 +129,7 @@ def _status(answer: FitResult, best: float | None, start: int, started: float) -
     return f"{rate:7.0f} samples/s  train loss {loss}  best val loss {val}  {answer.state}"
 
 
-def _first(client: GradualClient, since: int, kind: str) -> Event | None:
+def _first(client: GradualClient, since: int, kind: EventKind) -> Event | None:
     return next((e for e in client.events(NAME, since=since) if e.kind == kind), None)
 
 

@@ -108,6 +108,10 @@ class ModelUnavailable(GradualError):
         super().__init__(f"model {name!r} did not load at start: {reason}", field="name")
 
 
+class ReplayFailed(ModelUnavailable):
+    """Replaying a model's log met an unexpected error: the model is not loaded."""
+
+
 class BodyTooLarge(GradualError):
     code = "body_too_large"
 

@@ -22,7 +22,6 @@ from anyio import to_thread
 from pydantic import ValidationError
 
 from models.spec import NetworkSpec
-from service import commands
 from service.assembly import Assembler
 from service.compilation import effective_mode
 from service.config import Settings
@@ -34,6 +33,7 @@ from service.errors import (
     ModelUnavailable,
     VersionUnavailable,
 )
+from service.kinds import EventKind, RecordKind
 from service.learning.config import TrainingConfig
 from service.learning.head import TrainingHead
 from service.learning.learner import BestVersion, Control
@@ -49,7 +49,7 @@ from service.schemas import CreateModel
 from service.served import Predictions, ServedModel, decode_outputs, to_device
 from service.streaming.cluster import Cluster, OutcomeLate
 from service.streaming.entries import Entry
-from service.wal import ModelLog, Record
+from service.wal import ModelLog
 from service.weights import WeightStore
 
 log = logging.getLogger("gradual.hub")
@@ -113,7 +113,7 @@ class ModelHub:
         for row in await to_thread.run_sync(self.registry.models):
             try:
                 self._models[row.name] = await to_thread.run_sync(self.assembly.restore, row)
-            except (VersionUnavailable, OSError) as exc:
+            except (VersionUnavailable, ModelUnavailable, OSError) as exc:
                 self.failed[row.name] = str(exc)
                 log.error("model %s not loaded: %s", row.name, exc)
 
@@ -179,10 +179,9 @@ class ModelHub:
             compiled=self.limits.compile_predict,
         )  # fmt: skip
         best = BestVersion(1, head.state(), None)
-        learner = self.assembly.learner(
-            row, head, served, best, Control(), request.training, 1, race=race
+        live = self.assembly.live(
+            row, head, served, best, Control(), request.training, 1, 0, race=race
         )
-        live = self.assembly.live(row, learner, 0)
         self.executor.snapshot(live, 0)  # the state replay starts from
         return live
 
@@ -226,7 +225,7 @@ class ModelHub:
         self, name: str, inputs: np.ndarray, version: int | None
     ) -> tuple[int, Predictions]:
         live = self.live(name)
-        served = live.learner.served  # one read: a concurrent swap cannot split this request
+        served = live.status.served  # one read: a concurrent swap cannot split this request
         if version is not None and version != served.version:
             served = await to_thread.run_sync(self.assembly.load_version, live.row, version)
         outputs = await self.batcher.submit(live.id, served, to_device(inputs, self.device))
@@ -279,7 +278,7 @@ class ModelHub:
                 return None
             live.pipeline.ensure_room()
             # Written from the loop (a buffered write, no thread hop); fsynced in a thread.
-            record = self._append(live, commands.FIT, {"batch_id": batch_id}, arrays, sync=False)
+            record = live.append("fit", {"batch_id": batch_id}, arrays, sync=False)
             run = partial(self.executor.run, live, record, guard=guard, wait=wait)
             # The batch trains while its record goes to disk; it is answered after both.
             synced = asyncio.ensure_future(self._sync(live, record.seq))
@@ -296,40 +295,40 @@ class ModelHub:
 
     async def add_validation(self, name: str, inputs: np.ndarray, targets: np.ndarray) -> int:
         arrays = {"inputs": inputs, "targets": targets}
-        size: int = await self._command(name, commands.VALIDATION, arrays=arrays)
+        size: int = await self._command(name, "validation", arrays=arrays)
         return size
 
     async def stop(self, name: str) -> None:
-        await self._command(name, commands.STOP)
+        await self._command(name, "stop")
 
     async def resume(self, name: str) -> None:
-        await self._command(name, commands.RESUME)
+        await self._command(name, "resume")
 
     async def update_training(self, name: str, changes: dict[str, Any]) -> TrainingConfig:
         live = self.live(name)
         try:
-            training = TrainingConfig.model_validate(live.learner.training.model_dump() | changes)
+            training = TrainingConfig.model_validate(live.status.training.model_dump() | changes)
         except ValidationError as exc:
             first = exc.errors()[0]
             location = ".".join(str(part) for part in first["loc"]) or "training"
             raise InvalidInput(f"{location}: {first['msg']}", field=location) from None
         _check_monitor(training, live.spec, field="monitor")
         _check_buffer(training, live.spec, field="buffer_size")
-        await self._command(name, commands.TRAINING, {"training": training.model_dump()})
+        await self._command(name, "training", {"training": training.model_dump()})
         return training
 
     async def checkpoint(self, name: str) -> VersionRow:
-        number: int = await self._command(name, commands.CHECKPOINT)
+        number: int = await self._command(name, "checkpoint")
         return await self.version_row(name, number)
 
     async def rollback(self, name: str, version: int) -> None:
         """Serves `version` and resets the head to it: weights and optimizer state."""
         await self._version_exists(name, version)
-        await self._command(name, commands.ROLLBACK, {"version": version})
+        await self._command(name, "rollback", {"version": version})
 
     async def promote(self, name: str, version: int) -> None:
         await self._version_exists(name, version)
-        await self._command(name, commands.PROMOTE, {"version": version})
+        await self._command(name, "promote", {"version": version})
 
     async def _version_exists(self, name: str, version: int) -> None:
         """Checked before logging, so a command that cannot apply is never in the log."""
@@ -338,7 +337,7 @@ class ModelHub:
             raise VersionUnavailable(f"version {version} is {row.status}", field="version")
 
     async def _command(
-        self, name: str, kind: str, args: dict[str, Any] | None = None,
+        self, name: str, kind: RecordKind, args: dict[str, Any] | None = None,
         arrays: dict[str, np.ndarray] | None = None,
     ) -> Any:  # fmt: skip
         """Logs a command, then runs it as the model's only writer, in order with its batches."""
@@ -347,7 +346,9 @@ class ModelHub:
             future = await self.cluster.submit(live, Entry(kind, args or {}, arrays or {}))
             return None if future is None else await future
         async with live.ingest:
-            record = await to_thread.run_sync(self._append, live, kind, args or {}, arrays or {})
+            record = await to_thread.run_sync(
+                partial(live.append, kind, args or {}, arrays or {}, sync=True)
+            )
             future = live.pipeline.submit(partial(self.executor.run, live, record), batch=False)
         return await future
 
@@ -355,24 +356,12 @@ class ModelHub:
         if live.log is not None:
             await asyncio.get_running_loop().run_in_executor(self.syncer, live.log.sync, seq)
 
-    def _append(
-        self, live: LiveModel, kind: str, args: dict[str, Any], arrays: dict[str, np.ndarray],
-        *, sync: bool = True,
-    ) -> Record:  # fmt: skip
-        if live.log is not None:
-            write = live.log.append if sync else live.log.write
-            record = write(kind, args, arrays)
-        else:
-            record = Record(live.seq + 1, kind, args, arrays)
-        live.seq = record.seq
-        return record
-
     # -- scale-out ------------------------------------------------------------------------
 
     async def take_over(self, name: str, fence: int) -> LiveModel:
         """Becomes the model's owner: its committed state, fresh from the database."""
         live = await to_thread.run_sync(self.assembly.restore, self.registry.model(name))
-        live.fence = live.learner.recorder.fence = fence
+        live.own(fence)
         self._models[name] = live
         return live
 
@@ -416,7 +405,7 @@ class ModelHub:
         return await to_thread.run_sync(self.registry.version, self.live(name).row, number)
 
     async def events(
-        self, name: str, since: int, *, kinds: Sequence[str] | None = None, limit: int = 1000
+        self, name: str, since: int, *, kinds: Sequence[EventKind] | None = None, limit: int = 1000
     ) -> Sequence[EventRow]:
         model_id = self.live(name).id
         return await to_thread.run_sync(
@@ -434,7 +423,7 @@ def _moved(live: LiveModel, row: ModelRow) -> bool:
     """Whether the owner committed a newer state (or served version) than this copy holds."""
     if row.snapshot_seq is not None and row.snapshot_seq != live.snapshot_seq:
         return True
-    return row.served_version != live.learner.served.version
+    return row.served_version != live.status.served_version
 
 
 async def _after(synced: asyncio.Future[None], trained: asyncio.Future[Trained]) -> Trained:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from models.spec import NetworkSpec
 from service.db.tables import ModelRow
+from service.kinds import RecordKind
 from service.learning.learner import LearnReport, OnlineLearner
 from service.learning.ledger import BatchLedger
+from service.learning.status import LearnerStatus, status_of
 from service.pipeline import Pipeline
-from service.wal import ModelLog
+from service.recorder import ModelRecorder
+from service.wal import Arrays, ModelLog, Record
 
 
 @dataclass
@@ -22,6 +26,7 @@ class LiveModel:
 
     row: ModelRow
     learner: OnlineLearner
+    recorder: ModelRecorder  # the learner's, seen as the runtime drives it
     ledger: BatchLedger
     pipeline: Pipeline
     log: ModelLog | None
@@ -36,6 +41,59 @@ class LiveModel:
     applied_through: str | None = None
     committed_through: str | None = None
     kept_snapshots: list[str] = field(default_factory=list)
+    status: LearnerStatus = field(init=False)  # what readers see; replaced by `publish`
+
+    def __post_init__(self) -> None:
+        self.publish()
+
+    # -- log positions and ownership: changed here only, in the order replay depends on --
+
+    def append(
+        self, kind: RecordKind, args: dict[str, Any], arrays: Arrays, *, sync: bool
+    ) -> Record:
+        """The next record, written to the log (and fsynced when `sync`) if there is one."""
+        if self.log is None:
+            return self.next_record(kind, args, arrays)
+        record = (self.log.append if sync else self.log.write)(kind, args, arrays)
+        self.seq = record.seq
+        return record
+
+    def next_record(
+        self, kind: RecordKind, args: dict[str, Any], arrays: Arrays, *, source: str | None = None
+    ) -> Record:
+        """The next record, numbered here (no local log: a Redis entry, or no durability)."""
+        self.seq += 1
+        return Record(self.seq, kind, args, arrays, source=source)
+
+    def applied(self, record: Record) -> None:
+        """`record` went through the writer (applied or refused): its stream entry is done."""
+        if record.source is not None:
+            self.applied_through = record.source
+
+    def resumed_from(self, applied_through: str | None) -> None:
+        """Restored from a committed snapshot that includes the stream through this entry."""
+        self.applied_through = self.committed_through = applied_through
+
+    def snapshotted(self, seq: int, pinned: set[int]) -> None:
+        """A recovery snapshot as of record `seq` is durable; it names versions `pinned`."""
+        self.snapshot_seq, self.snapshot_at = seq, time.monotonic()
+        self.recorder.pin(pinned)
+
+    def committed(self, snapshot_path: str) -> None:
+        """Scale-out: the snapshot at `snapshot_path` committed with the stream position."""
+        self.committed_through = self.applied_through
+        self.kept_snapshots = [snapshot_path]
+
+    def own(self, fence: int) -> None:
+        """Becomes the model's owner for generation `fence`; every write checks it."""
+        self.fence = fence
+        self.recorder.own(fence)
+
+    # -- readers --------------------------------------------------------------------------
+
+    def publish(self) -> None:
+        """Replaces the status readers see (on the writer thread, after each job)."""
+        self.status = status_of(self.learner, getattr(self, "status", None))
 
     @property
     def id(self) -> int:
@@ -47,7 +105,7 @@ class LiveModel:
 
     @property
     def spec(self) -> NetworkSpec:
-        return self.learner.head.spec
+        return self.status.spec
 
 
 @dataclass(frozen=True)

@@ -48,18 +48,18 @@ class ModelCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         families = _families()
         for live in self.models():
-            learner, name = live.learner, [live.name]
-            families["steps"].add_metric(name, learner.head.step)
-            families["samples"].add_metric(name, learner.head.samples_seen)
-            families["served"].add_metric(name, learner.served.version)
-            families["head"].add_metric(name, learner.head_version)
+            status, name = live.status, [live.name]
+            families["steps"].add_metric(name, status.step)
+            families["samples"].add_metric(name, status.samples_seen)
+            families["served"].add_metric(name, status.served_version)
+            families["head"].add_metric(name, status.head_version)
             families["queue"].add_metric(name, live.pipeline.depth)
-            families["stopped"].add_metric(name, float(learner.control.state == "stopped"))
-            families["rollbacks"].add_metric(name, learner.recorder.counts["rollback"])
-            families["early_stops"].add_metric(name, learner.recorder.counts["early_stop"])
-            families["validation_rows"].add_metric(name, learner.buffer.size)
+            families["stopped"].add_metric(name, float(status.state == "stopped"))
+            families["rollbacks"].add_metric(name, status.rollbacks)
+            families["early_stops"].add_metric(name, status.early_stops)
+            families["validation_rows"].add_metric(name, status.validation_rows)
             for key in ("train_loss", "val_loss"):
-                value = learner.recorder.last_round.get(key)
+                value = status.last_round.get(key)
                 if value is not None:
                     families[key].add_metric(name, value)
         if torch.cuda.is_available():

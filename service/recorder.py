@@ -13,9 +13,11 @@ from dataclasses import replace
 from typing import Any
 
 from service import crashpoints
+from service.kinds import EventKind, MoveKind
 from service.learning.head import TrainingHead
 from service.learning.ledger import BatchLedger
-from service.registry import NewVersion, Pointers, Registry
+from service.learning.recording import Pointers
+from service.registry import NewVersion, Registry
 from service.weights import WeightStore
 
 
@@ -31,7 +33,7 @@ class ModelRecorder:
         self.model_id = model_id
         self.ledger = ledger
         self.notify = notify  # wakes event-stream readers
-        self.counts: Counter[str] = Counter()  # events by kind since start (for /metrics)
+        self.counts: Counter[EventKind] = Counter()  # events by kind since start (for /metrics)
         self.last_round: dict[str, Any] = {}
         self.seq: int | None = None  # the log record being applied
         self.replay_through = 0  # records up to here may have committed writes before a crash
@@ -41,6 +43,25 @@ class ModelRecorder:
         # Returns once the record being applied is on disk: nothing derived from a batch may
         # commit before the batch itself is durable (its log record is fsynced as it trains).
         self.durable: Callable[[], None] = lambda: None
+
+    # -- where the writer is: set only through these, by the executor and the assembler ----
+
+    def begin(self, seq: int, durable: Callable[[], None] | None) -> None:
+        """Record `seq` is being applied; `durable` returns once it is on disk."""
+        self.seq = seq
+        if durable is not None:
+            self.durable = durable
+
+    def replaying_through(self, seq: int) -> None:
+        """Records up to `seq` may have committed their writes before a crash."""
+        self.replay_through = seq
+
+    def pin(self, versions: set[int]) -> None:
+        """The latest recovery snapshot names these versions: pruning keeps their files."""
+        self.pinned = versions
+
+    def own(self, fence: int) -> None:
+        self.fence = fence
 
     def checkpoint(
         self, head: TrainingHead, *, reason: str, metrics: dict[str, Any], parent: int | None,
@@ -89,7 +110,7 @@ class ModelRecorder:
             self.store.remove(path)
 
     def move(
-        self, kind: str, version: int | None, pointers: Pointers, data: dict[str, Any]
+        self, kind: MoveKind, version: int | None, pointers: Pointers, data: dict[str, Any]
     ) -> None:
         self.transitions += 1
         if self._already(kind):
@@ -101,7 +122,7 @@ class ModelRecorder:
         )  # fmt: skip
         self._written(kind)
 
-    def event(self, kind: str, version: int | None, data: dict[str, Any]) -> None:
+    def event(self, kind: EventKind, version: int | None, data: dict[str, Any]) -> None:
         if kind == "round":
             self.last_round = data
         if not self._already(kind):
@@ -117,14 +138,14 @@ class ModelRecorder:
             self.durable()
             self.registry.update_training(self.model_id, training, seq=self.seq, fence=self.fence)
 
-    def _written(self, kind: str) -> None:
+    def _written(self, kind: EventKind) -> None:
         self.counts[kind] += 1
         self.notify()
 
     def _replaying(self) -> bool:
         return self.seq is not None and self.seq <= self.replay_through
 
-    def _already(self, kind: str) -> bool:
+    def _already(self, kind: EventKind) -> bool:
         return self._replaying() and self.registry.event_recorded(
             self.model_id, seq=self._seq(), kind=kind
         )

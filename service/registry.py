@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.tables import AppliedBatchRow, EventRow, ModelRow, VersionRow
 from service.errors import Fenced, ModelExists, ModelNotFound, VersionNotFound
+from service.kinds import EventKind, MoveKind
+from service.learning.recording import Pointers
 from service.weights import StoredFile
 
 Fence = int | None  # an owner's generation; None: one process, nothing to compare
@@ -34,18 +36,6 @@ class NewVersion:
     parent: int | None
     file: StoredFile
     applied_seq: int | None = None  # the last log record this version's state includes
-
-
-@dataclass(frozen=True)
-class Pointers:
-    """Which model pointers a change moves, and the controller state to store with it."""
-
-    control: dict[str, Any]
-    batch_ids: tuple[str, ...] = ()  # applied since the last checkpoint: recorded with this one
-    seq: int | None = None  # the log record that caused the change
-    serve: bool = False
-    best: bool = False
-    head: int | None = None
 
 
 @dataclass(frozen=True)
@@ -216,7 +206,7 @@ class Registry:
             return row
 
     def move_pointers(
-        self, model_id: int, *, kind: str, version: int | None, pointers: Pointers,
+        self, model_id: int, *, kind: MoveKind, version: int | None, pointers: Pointers,
         data: dict[str, Any], fence: Fence = None,
     ) -> None:  # fmt: skip
         """Moves served/head/best pointers and the control state, with an event saying why."""
@@ -234,7 +224,7 @@ class Registry:
             _event(session, model_id, kind, version, data, seq=pointers.seq)
 
     def add_event(
-        self, model_id: int, kind: str, version: int | None, data: dict[str, Any],
+        self, model_id: int, kind: EventKind, version: int | None, data: dict[str, Any],
         *, seq: int | None = None, fence: Fence = None,
     ) -> None:  # fmt: skip
         with self._progress.begin() as session:
@@ -242,7 +232,7 @@ class Registry:
                 _locked_model(session, model_id, fence)
             _event(session, model_id, kind, version, data, seq=seq)
 
-    def event_recorded(self, model_id: int, *, seq: int, kind: str) -> bool:
+    def event_recorded(self, model_id: int, *, seq: int, kind: EventKind) -> bool:
         """Whether the log record `seq` already caused a `kind` event (replay idempotency)."""
         with self._sessions() as session:
             found = session.scalar(
@@ -296,7 +286,7 @@ class Registry:
             model.applied_through = applied_through
 
     def events(
-        self, model_id: int, *, since: int = 0, kinds: Sequence[str] | None = None,
+        self, model_id: int, *, since: int = 0, kinds: Sequence[EventKind] | None = None,
         limit: int = 1000,
     ) -> Sequence[EventRow]:  # fmt: skip
         query = select(EventRow).where(EventRow.model_id == model_id, EventRow.id > since)
@@ -355,7 +345,7 @@ def _version_row(model_id: int, number: int, new: NewVersion) -> VersionRow:
 
 
 def _event(
-    session: Session, model_id: int, kind: str, version: int | None, data: dict[str, Any],
+    session: Session, model_id: int, kind: EventKind, version: int | None, data: dict[str, Any],
     *, seq: int | None = None,
 ) -> None:  # fmt: skip
     session.add(EventRow(model_id=model_id, kind=kind, version=version, data=data, seq=seq))

@@ -28,11 +28,14 @@ from typing import Any, Self
 
 import httpx
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
 
 from service.client import GradualClient, GradualClientError
+from service.extras import require
+
+require("sklearn", extra="sklearn", purpose="the scikit-learn estimators")
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin  # noqa: E402
+from sklearn.utils.multiclass import check_classification_targets  # noqa: E402
+from sklearn.utils.validation import check_is_fitted, validate_data  # noqa: E402
 
 MAX_REQUEST_ROWS = 8192
 MAX_REQUEST_BYTES = 8 * 1024 * 1024  # well under the service's default body limit (64 MiB)

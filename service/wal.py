@@ -26,16 +26,18 @@ from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
 from service import crashpoints
+from service.kinds import RecordKind, record_kind
 
 MAGIC = b"GWAL"
 HEADER = struct.Struct("<4sII")
 SEGMENT_BYTES = 64 * 1024 * 1024
+Arrays = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
 class Record:
     seq: int
-    kind: str  # "fit", "validation", or a command: "stop", "resume", "training", ...
+    kind: RecordKind
     args: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     source: str | None = None  # scale-out: the Redis stream entry this record came from
@@ -50,7 +52,7 @@ def encode(record: Record) -> bytes:
 def decode(payload: bytes) -> Record:
     (length,) = struct.unpack("<Q", payload[:8])
     meta = json.loads(json.loads(payload[8 : 8 + length])["__metadata__"]["record"])
-    return Record(meta["seq"], meta["kind"], meta["args"], dict(load_arrays(payload)))
+    return Record(meta["seq"], record_kind(meta["kind"]), meta["args"], dict(load_arrays(payload)))
 
 
 class ModelLog:
@@ -77,13 +79,13 @@ class ModelLog:
         self._segment = self._open_tail()
         self.synced_seq = self.last_seq  # every record through it is on disk
 
-    def append(self, kind: str, args: dict[str, Any], arrays: dict[str, np.ndarray]) -> Record:
+    def append(self, kind: RecordKind, args: dict[str, Any], arrays: Arrays) -> Record:
         """Writes a record and waits until it is on disk."""
         record = self.write(kind, args, arrays)
         self.sync(record.seq)
         return record
 
-    def write(self, kind: str, args: dict[str, Any], arrays: dict[str, np.ndarray]) -> Record:
+    def write(self, kind: RecordKind, args: dict[str, Any], arrays: Arrays) -> Record:
         """Writes a record (in the page cache: a crash of the process keeps it, a power cut
         may not); `sync(record.seq)` before acknowledging it."""
         with self._lock:

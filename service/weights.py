@@ -14,7 +14,7 @@ import os
 import shutil
 import struct
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +24,9 @@ from safetensors.torch import save as save_tensors
 
 from service import crashpoints
 from service.errors import VersionUnavailable
+from service.learning.checkpoint import Checkpoint
 
 FORMAT = "gradual-checkpoint-1"
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """A training head frozen at one step, on the CPU."""
-
-    network: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]  # torch's optimizer state_dict layout
-    rng: torch.Tensor
-    meta: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. the validation buffer
 
 
 @dataclass(frozen=True)

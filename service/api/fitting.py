@@ -138,12 +138,12 @@ async def _take_line(
 
 
 def _summary(tally: StreamTally, live: LiveModel) -> dict[str, Any]:
-    learner = live.learner
+    status = live.status
     return {
         "lines": tally.lines, "batches": tally.batches, "trained": tally.trained,
         "duplicates": tally.duplicates, "skipped": tally.skipped, "errors": tally.errors,
-        "step": learner.head.step, "samples_seen": learner.head.samples_seen,
-        "version": learner.served.version, "state": learner.control.state,
+        "step": status.step, "samples_seen": status.samples_seen,
+        "version": status.served_version, "state": status.state,
     }  # fmt: skip
 
 

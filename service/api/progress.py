@@ -14,12 +14,12 @@ from service.api.deps import HubDep, NameParam
 from service.api.views import event_view
 from service.db.tables import EventRow
 from service.hub import ModelHub
+from service.kinds import MARKER_KINDS
 from service.schemas import MAX_EVENT_ID, History, HistoryMarker
 
 router = APIRouter(prefix="/v1/models/{name}", tags=["progress"], dependencies=READ)
 
 KEEPALIVE_S = 15.0
-MARKERS = ("checkpoint", "promote", "rollback", "early_stop", "drift", "resume", "stop")
 
 
 @router.get(
@@ -72,7 +72,7 @@ async def history(
 ) -> History:
     """Train and validation curves from the evaluation rounds, with event markers."""
     rounds = await hub.events(name, 0, kinds=["round"], limit=1_000_000)
-    marks = await hub.events(name, 0, kinds=list(MARKERS), limit=100_000)
+    marks = await hub.events(name, 0, kinds=MARKER_KINDS, limit=100_000)
     curve = [dict(row.data) for row in _downsample(list(rounds), points)]
     markers = [_marker(row) for row in marks]
     return History(model=name, rounds=len(rounds), points=curve, markers=markers)

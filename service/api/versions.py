@@ -25,18 +25,18 @@ router = APIRouter(prefix="/v1/models/{name}", tags=["versions"])
 @router.post("/versions", status_code=status.HTTP_201_CREATED, dependencies=WRITE)
 async def create_version(name: NameParam, hub: HubDep) -> VersionView:
     row = await hub.checkpoint(name)
-    return version_view(row, served_version=hub.live(name).learner.served.version)
+    return version_view(row, served_version=hub.live(name).status.served_version)
 
 
 @router.get("/versions", dependencies=READ)
 async def list_versions(name: NameParam, hub: HubDep) -> VersionList:
     rows = await hub.version_rows(name)
-    learner = hub.live(name).learner
-    served = learner.served.version
+    status = hub.live(name).status
+    served = status.served_version
     return VersionList(
         model=name,
         served_version=served,
-        head_version=learner.head_version,
+        head_version=status.head_version,
         versions=[version_view(row, served_version=served) for row in rows],
     )
 
@@ -46,7 +46,7 @@ async def get_version(
     name: NameParam, version: Annotated[int, Path(ge=1, le=MAX_VERSION)], hub: HubDep
 ) -> VersionView:
     row = await hub.version_row(name, version)
-    return version_view(row, served_version=hub.live(name).learner.served.version)
+    return version_view(row, served_version=hub.live(name).status.served_version)
 
 
 @router.post("/rollback", dependencies=ADMIN)

@@ -8,28 +8,27 @@ from service.schemas import EventView, FitResponse, ModelView, ValidationView, V
 
 
 def model_view(live: LiveModel) -> ModelView:
-    learner = live.learner
-    control, head = learner.control, learner.head
+    status = live.status
     return ModelView(
-        name=live.name, task=live.spec.task, spec=live.spec, optimizer=learner.optimizer,
-        training=learner.training, seed=live.row.seed, state=control.state,
-        stopping_reason=control.stopping_reason, step=head.step, samples_seen=head.samples_seen,
-        served_version=learner.served.version, head_version=learner.head_version,
-        best_version=learner.best.version, best_metric=learner.stopper.state.best,
-        rounds_since_improvement=learner.stopper.state.wait,
-        validation_rows=learner.buffer.size, replay_rows=learner.replay.size, lr=learner.lr,
-        device=str(head.device),
-        created_at=live.row.created_at,
+        name=live.name, task=status.spec.task, spec=status.spec, optimizer=status.optimizer,
+        training=status.training, seed=live.row.seed, state=status.state,
+        stopping_reason=status.stopping_reason, step=status.step,
+        samples_seen=status.samples_seen, served_version=status.served_version,
+        head_version=status.head_version, best_version=status.best_version,
+        best_metric=status.best_metric,
+        rounds_since_improvement=status.rounds_since_improvement,
+        validation_rows=status.validation_rows, replay_rows=status.replay_rows, lr=status.lr,
+        device=status.device, created_at=live.row.created_at,
     )  # fmt: skip
 
 
 def fit_view(live: LiveModel, outcome: FitOutcome, batch_id: str | None) -> FitResponse:
-    learner = live.learner
     if outcome.trained is None:  # a duplicate: acknowledged with the current counters
+        status = live.status
         return FitResponse(
-            model=live.name, batch_id=batch_id, duplicate=True, step=learner.head.step,
-            samples_seen=learner.head.samples_seen, trained=0, train_loss=None,
-            version=learner.served.version, state=learner.control.state, prequential=None,
+            model=live.name, batch_id=batch_id, duplicate=True, step=status.step,
+            samples_seen=status.samples_seen, trained=0, train_loss=None,
+            version=status.served_version, state=status.state, prequential=None,
         )  # fmt: skip
     done, report = outcome.trained, outcome.trained.report
     return FitResponse(
@@ -41,12 +40,12 @@ def fit_view(live: LiveModel, outcome: FitOutcome, batch_id: str | None) -> FitR
 
 
 def validation_view(live: LiveModel) -> ValidationView:
-    buffer, spec = live.learner.buffer, live.spec
-    classes = {"classification": spec.outputs, "binary": 2}.get(spec.task)
-    counts = buffer.class_counts(classes) if classes and buffer.size else None
+    status = live.status
+    counts = None if status.class_counts is None else list(status.class_counts)
     return ValidationView(
-        model=live.name, size=buffer.size, capacity=buffer.capacity, class_counts=counts
-    )
+        model=live.name, size=status.validation_rows, capacity=status.validation_capacity,
+        class_counts=counts,
+    )  # fmt: skip
 
 
 def version_view(row: VersionRow, *, served_version: int) -> VersionView:

@@ -33,8 +33,10 @@ T = TypeVar("T")
 class AsyncGradualClient:
     """A typed async client for a Gradual service; see `GradualClient` for the arguments.
 
-    >>> async with AsyncGradualClient("http://127.0.0.1:8000") as gradual:  # doctest: +SKIP
-    ...     report = await gradual.stream("iris", batches)
+    Example (against a running service)::
+
+        async with AsyncGradualClient("http://127.0.0.1:8000") as gradual:
+            report = await gradual.stream("iris", batches)
     """
 
     def __init__(

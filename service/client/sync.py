@@ -47,10 +47,12 @@ class GradualClient:
     applies unless `base_url` is given; it is left open by `close`). `token` goes out as
     `Authorization: Bearer`. Errors raise `GradualClientError`.
 
-    >>> with GradualClient("http://127.0.0.1:8000") as gradual:  # doctest: +SKIP
-    ...     gradual.create("iris", {"task": "classification", "inputs": 4, "outputs": 3})
-    ...     gradual.partial_fit("iris", X, y)
-    ...     labels = gradual.predict("iris", X)
+    Example (against a running service)::
+
+        with GradualClient("http://127.0.0.1:8000") as gradual:
+            gradual.create("iris", {"task": "classification", "inputs": 4, "outputs": 3})
+            gradual.partial_fit("iris", X, y)
+            labels = gradual.predict("iris", X)
     """
 
     def __init__(

@@ -17,6 +17,7 @@ class ValidationBuffer:
         self._y = torch.empty((capacity, *target_shape), dtype=target_dtype, device=device)
         self._next = 0
         self.size = 0
+        self.changed = False  # rows came or went since a reader last counted classes
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
         rows = x.shape[0]
@@ -31,6 +32,7 @@ class ValidationBuffer:
             self._y[:rest] = y[first:].reshape(self._y[:rest].shape)
         self._next = (self._next + rows) % self.capacity
         self.size = min(self.capacity, self.size + rows)
+        self.changed = True
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self._x[: self.size], self._y[: self.size]
@@ -53,6 +55,7 @@ class ValidationBuffer:
         self._x[:rows] = x.to(self._x.device)
         self._y[:rows] = y.to(self._y.device).reshape(self._y[:rows].shape)
         self.size, self._next = rows, next_slot
+        self.changed = True
 
     def class_counts(self, classes: int) -> list[int]:
         _, y = self.tensors()
@@ -62,3 +65,4 @@ class ValidationBuffer:
     def clear(self) -> None:
         self._next = 0
         self.size = 0
+        self.changed = True

@@ -13,7 +13,7 @@ from models.network import Network, build_network
 from models.optimizers import build_optimizer
 from models.spec import NetworkSpec, OptimizerSpec
 from service.compilation import CompiledForward
-from service.weights import Checkpoint
+from service.learning.checkpoint import Checkpoint
 
 
 @dataclass(frozen=True)

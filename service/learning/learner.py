@@ -29,12 +29,11 @@ from service.learning.head import HeadState, TrainingHead
 from service.learning.holdout import holdout_mask
 from service.learning.race import Candidate, Race
 from service.learning.racing import race_round, train_followers
+from service.learning.recording import Pointers, Recording
 from service.learning.replay import ReplayBuffer
 from service.learning.rules import drifted, rollback_reason
 from service.learning.schedule import Plateau, after_round, learning_rate
 from service.learning.trainer import Limits, fit
-from service.recorder import ModelRecorder
-from service.registry import Pointers
 from service.served import ServedModel
 
 State = Literal["training", "stopped"]
@@ -92,7 +91,7 @@ class OnlineLearner:
     def __init__(
         self, *, head: TrainingHead, served: ServedModel, best: BestVersion, head_version: int,
         training: TrainingConfig, optimizer: OptimizerSpec, seed: int, limits: Limits,
-        recorder: ModelRecorder, control: Control, race: Race | None = None,
+        recorder: Recording, control: Control, race: Race | None = None,
     ) -> None:  # fmt: skip
         self.race = race  # candidates racing beside the head (the leader's), if any
         self.head = head

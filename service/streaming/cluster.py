@@ -23,9 +23,9 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import commands
 from service.config import Settings
 from service.errors import Fenced, GradualError, QueueFull, Unavailable
+from service.kinds import LABELLED_KINDS
 from service.live import LiveModel
 from service.streaming import entries, keys
 from service.streaming.entries import Entry
@@ -33,7 +33,6 @@ from service.streaming.keys import Keys
 from service.streaming.lease import Leases
 from service.streaming.outcomes import Outcomes, message
 from service.streaming.streams import Streams
-from service.wal import Record
 
 if TYPE_CHECKING:
     from service.hub import ModelHub
@@ -237,15 +236,16 @@ class Cluster:
         try:
             await self.streams.ensure_group(name)
             await self.streams.claim_all(name)
-            recorder = owned.live.learner.recorder
-            recorder.replay_through = REPLAYING
+            recorder = owned.live.recorder
+            recorder.replaying_through(REPLAYING)
             after: str | None = "0"
             while not self._stopping:
                 batch = await self.streams.read(name, after=after, count=READ_COUNT, block_ms=1000)
                 counts: dict[str, int] = {}
                 if after is not None:
                     if not batch:  # caught up: from here on nothing can have committed before
-                        after, recorder.replay_through = None, owned.live.seq
+                        after = None
+                        recorder.replaying_through(owned.live.seq)
                         continue
                     counts = await self.streams.deliveries(name, batch[0][0], batch[-1][0])
                     after = batch[-1][0]
@@ -291,9 +291,8 @@ class Cluster:
         self, name: str, live: LiveModel, entry_id: str, entry: Entry,
         fields: dict[bytes, bytes],
     ) -> None:  # fmt: skip
-        live.seq += 1
-        args = entry.args | ({"batch_id": entry.batch_id} if entry.kind == commands.FIT else {})
-        record = Record(live.seq, entry.kind, args, entry.arrays, source=entry_id)
+        args = entry.args | ({"batch_id": entry.batch_id} if entry.kind == "fit" else {})
+        record = live.next_record(entry.kind, args, entry.arrays, source=entry_id)
         snapshot_before = live.snapshot_seq
         run = partial(self.hub.executor.run, live, record, wait=False)
         try:
@@ -303,7 +302,7 @@ class Cluster:
         except Exception as exc:  # refused: the waiter hears why, bad batches are set aside
             if not isinstance(exc, GradualError):
                 log.exception("model %s: entry %s failed", name, entry_id)
-            if entry.kind in entries.LABELLED and isinstance(exc, GradualError):
+            if entry.kind in LABELLED_KINDS and isinstance(exc, GradualError):
                 await self.streams.dead_letter(name, entry_id, fields, _reason(exc))
             await self.redis.publish(self.keys.outcomes, message(name, entry_id, error=exc))
             return

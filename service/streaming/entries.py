@@ -22,15 +22,14 @@ from models.spec import NetworkSpec
 from service.batches import decode_json, matrix_from, targets_from
 from service.config import Settings
 from service.errors import InvalidInput, MalformedBody
+from service.kinds import LABELLED_KINDS, RecordKind, record_kind
 
-KINDS = {"fit", "validation", "stop", "resume", "training", "checkpoint", "rollback", "promote"}
-LABELLED = {"fit", "validation"}
 MAX_BATCH_ID = 128
 
 
 @dataclass(frozen=True)
 class Entry:
-    kind: str
+    kind: RecordKind
     args: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     batch_id: str | None = None
@@ -48,12 +47,10 @@ def encode(entry: Entry) -> dict[str, bytes]:
 def decode(raw: dict[bytes, bytes], spec: NetworkSpec, settings: Settings) -> Entry:
     """Validates an entry as partial-fit validates a request; refusals name the field."""
     fields = {key.decode(errors="replace"): value for key, value in raw.items()}
-    kind = fields.get("kind", b"fit").decode(errors="replace")
-    if kind not in KINDS:
-        raise InvalidInput(f"unknown entry kind {kind!r}", field="kind")
+    kind = record_kind(fields.get("kind", b"fit").decode(errors="replace"))
     args = _json_object(fields.get("args", b"{}"))
     batch_id = _batch_id(fields.get("batch_id"))
-    if kind not in LABELLED:
+    if kind not in LABELLED_KINDS:
         return Entry(kind, args)
     inputs, targets, given = _labelled(fields)
     batch_id = batch_id or _batch_id(given)

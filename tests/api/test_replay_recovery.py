@@ -4,14 +4,17 @@ head bit for bit, and so does the next batch after the restart."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
+from service.wal import ModelLog
 from tests.factories import checkpoint, crash_image, fit, model_body, model_state, numbered_batches
 
 Start = Callable[..., TestClient]
@@ -104,3 +107,27 @@ def test_versions_after_the_snapshot_are_rederived_and_its_versions_never_pruned
     assert copy.get("/v1/models/m/versions").json()["versions"] == versions
     fit(copy, "m", lines[-1])
     assert weights_sha256(copy) == after_next
+
+
+def test_a_replay_that_meets_an_unexpected_error_marks_the_model_unavailable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record that makes the executor fail with something other than a refusal (here a
+    rollback record without its version, which no request can log) is a bug: the model is not
+    served half-replayed but reported unavailable, and the traceback is logged at ERROR."""
+    settings = on_disk(tmp_path)
+    with TestClient(create_app(settings)) as original:
+        assert original.post("/v1/models", json=model_body("m")).status_code == 201
+        fit(original, "m", numbered_batches(1, rows=12, seed=3)[0])
+    log = ModelLog(settings.wal_dir / "m1")
+    log.append("rollback", {}, {})
+    log.close()
+    with caplog.at_level(logging.ERROR), TestClient(create_app(settings)) as restarted:
+        answer = restarted.post("/v1/models/m/predict", json={"inputs": [[0.0] * 4]})
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["code"] == "model_unavailable"
+        assert "replay failed at record" in answer.json()["message"]
+        failed = restarted.get("/readyz").json()["detail"]["failed"]
+        assert "replay failed at record 2" in failed["m"]
+    failures = [r for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
+    assert any(isinstance(r.exc_info[1], KeyError) for r in failures if r.exc_info)

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from service.db.engine import make_engine, make_sessionmaker
 from service.db.migrate import upgrade
 from service.errors import Fenced
-from service.registry import NewModel, NewVersion, Pointers, Registry
+from service.learning.recording import Pointers
+from service.registry import NewModel, NewVersion, Registry
 from service.weights import StoredFile
 
 
