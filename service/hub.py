@@ -56,6 +56,12 @@ log = logging.getLogger("gradual.hub")
 
 
 class ModelHub:
+    """Every model this process holds, and the entry points the routes call.
+
+    Writes (partial-fit, validation rows, commands) are logged, then queued to the model's
+    single writer; reads (predict, views) use the status the writer last published. With
+    Redis, `cluster` carries writes through the model's stream to its owner instead."""
+
     def __init__(
         self, settings: Settings, registry: Registry, store: WeightStore,
         *, metrics: Metrics | None = None,

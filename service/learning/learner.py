@@ -88,6 +88,10 @@ class LearnReport:
 
 
 class OnlineLearner:
+    """One model's learning: test-then-train on each batch, rounds on the validation buffer,
+    and the decisions they lead to (checkpoint, rollback, early stop, drift, race), each made
+    durable through a `Recording`. Used by the model's writer thread only."""
+
     def __init__(
         self, *, head: TrainingHead, served: ServedModel, best: BestVersion, head_version: int,
         training: TrainingConfig, optimizer: OptimizerSpec, seed: int, limits: Limits,
