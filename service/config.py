@@ -12,8 +12,8 @@ import torch
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service import access
-from service.compilation import CompileMode
+from service import tokens
+from service.learning.compilation import CompileMode
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "testserver")  # testserver: Starlette's client
 
@@ -143,7 +143,7 @@ class Settings(BaseSettings):
     )
 
     # -- access (see SECURITY.md) ------------------------------------------------------------
-    api_tokens: Annotated[access.TokenDigests, NoDecode] = Field(
+    api_tokens: Annotated[tokens.TokenDigests, NoDecode] = Field(
         default=(),
         description="scope=token pairs (read, write, admin), comma-separated; kept as SHA-256.",
     )
@@ -169,13 +169,13 @@ class Settings(BaseSettings):
             return data
         raw, path = data.get("api_tokens"), data.get("api_tokens_file")
         if isinstance(raw, str) or (raw is None and path):
-            pairs = access.parse_pairs(raw or "", source="api_tokens")
+            pairs = tokens.parse_pairs(raw or "", source="api_tokens")
             if path:
-                text = access.read_token_file(Path(path))
-                pairs += access.parse_pairs(text, source=f"api_tokens_file {path}")
+                text = tokens.read_token_file(Path(path))
+                pairs += tokens.parse_pairs(text, source=f"api_tokens_file {path}")
                 if not pairs:  # auth was asked for: an empty file must not switch it off
                     raise ValueError(f"api_tokens_file {path} holds no scope=token pair")
-            data = {**data, "api_tokens": access.hashed(pairs)}
+            data = {**data, "api_tokens": tokens.hashed(pairs)}
         return data
 
     @field_validator("cors_origins", "trusted_hosts", mode="before")

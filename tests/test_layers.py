@@ -1,4 +1,5 @@
-"""Dependencies point down: the API layer runs no torch, the learning package writes no SQL.
+"""Dependencies point down: the API layer runs no torch, the learning package writes no SQL,
+storage knows nothing of requests, and the client package needs neither torch nor the server.
 
 Read from the source with `ast` (every import statement, those inside functions and
 TYPE_CHECKING blocks included), so a forbidden import fails here before anything runs it.
@@ -16,11 +17,12 @@ SERVICE = Path(__file__).parents[1] / "service"
 # package → modules it must never import (a name forbids its submodules too)
 FORBIDDEN = {
     "learning": (
-        "sqlalchemy", "redis", "fastapi", "starlette", "service.db", "service.registry",
-        "service.recorder", "service.weights", "service.wal", "service.hub", "service.api",
-        "service.streaming",
+        "sqlalchemy", "redis", "fastapi", "starlette", "service.storage", "service.runtime",
+        "service.api", "service.streaming", "service.cli",
     ),
-    "api": ("torch", "sqlalchemy", "service.db.engine"),
+    "storage": ("fastapi", "starlette", "service.runtime", "service.api", "service.streaming"),
+    "api": ("torch", "sqlalchemy", "service.storage.db.engine", "service.storage.registry"),
+    "client": ("torch", "fastapi", "sqlalchemy", "service.runtime", "service.storage"),
 }  # fmt: skip
 
 
@@ -50,5 +52,5 @@ def test_the_package_imports_nothing_above_or_beside_it(package: str) -> None:
 
 def test_the_check_sees_a_forbidden_import(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
-    module.write_text("def f():\n    from service.registry import Registry\n")
-    assert "service.registry" in imports_of(module)
+    module.write_text("def f():\n    from service.storage.registry import Registry\n")
+    assert "service.storage.registry" in imports_of(module)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.learning.checkpoint import Checkpoint
-from service.learning.config import TrainingConfig
 from service.learning.learner import Control, OnlineLearner
-from service.learning.race_state import capture_race
+from service.learning.race.snapshot import capture_race
 from service.learning.replay import ReplayState
+from service.learning.training_config import TrainingConfig
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from models.spec import NetworkSpec, OptimizerSpec
-from service.learning.config import TrainingConfig
-from service.served import ServedModel
+from service.learning.served import ServedModel
+from service.learning.training_config import TrainingConfig
 
 if TYPE_CHECKING:
     from service.learning.learner import OnlineLearner, State

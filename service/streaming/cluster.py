@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from service.config import Settings
 from service.errors import Fenced, GradualError, QueueFull, Unavailable
 from service.kinds import LABELLED_KINDS
-from service.live import LiveModel
+from service.runtime.live import LiveModel
 from service.streaming import entries, keys
 from service.streaming.entries import Entry
 from service.streaming.keys import Keys
@@ -35,7 +35,7 @@ from service.streaming.outcomes import Outcomes, message
 from service.streaming.streams import Streams
 
 if TYPE_CHECKING:
-    from service.hub import ModelHub
+    from service.runtime.hub import ModelHub
 
 log = logging.getLogger("gradual.cluster")
 

@@ -19,10 +19,10 @@ from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
 from models.spec import NetworkSpec
-from service.batches import decode_json, matrix_from, targets_from
 from service.config import Settings
 from service.errors import InvalidInput, MalformedBody
 from service.kinds import LABELLED_KINDS, RecordKind, record_kind
+from service.runtime.batches import decode_json, matrix_from, targets_from
 
 MAX_BATCH_ID = 128
 

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
-from service.wal import ModelLog
+from service.storage.wal import ModelLog
 from tests.factories import checkpoint, crash_image, fit, model_body, model_state, numbered_batches
 
 Start = Callable[..., TestClient]

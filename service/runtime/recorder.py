@@ -17,8 +17,8 @@ from service.kinds import EventKind, MoveKind
 from service.learning.head import TrainingHead
 from service.learning.ledger import BatchLedger
 from service.learning.recording import Pointers
-from service.registry import NewVersion, Registry
-from service.weights import WeightStore
+from service.storage.registry import NewVersion, Registry
+from service.storage.weights import WeightStore
 
 
 class ModelRecorder:

@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.spec import NetworkSpec
-from service.db.tables import ModelRow
 from service.kinds import RecordKind
 from service.learning.learner import LearnReport, OnlineLearner
 from service.learning.ledger import BatchLedger
 from service.learning.status import LearnerStatus, status_of
-from service.pipeline import Pipeline
-from service.recorder import ModelRecorder
-from service.wal import Arrays, ModelLog, Record
+from service.runtime.pipeline import Pipeline
+from service.runtime.recorder import ModelRecorder
+from service.storage.db.tables import ModelRow
+from service.storage.wal import Arrays, ModelLog, Record
 
 
 @dataclass

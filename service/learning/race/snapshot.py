@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from service.learning.checkpoint import Checkpoint
-from service.learning.race import Candidate, Race, new_candidate
-from service.learning.search import CandidatePlan, SearchConfig
+from service.learning.race.candidates import Candidate, Race, new_candidate
+from service.learning.race.plan import CandidatePlan, SearchConfig
 
 
 def capture_race(race: Race) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
