@@ -7,6 +7,7 @@ protocol's `{"error": message}`, while /v1 keeps `{code, message, field}`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -14,6 +15,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from service.config import Settings
+from tests.db.test_consistency import written
 from tests.factories import batch, blobs, checkpoint, fit, model_body, rows
 
 
@@ -216,7 +219,9 @@ def test_body_without_content_type_is_read_as_json_like_tritons_client(model: Te
         ("GET", "/v2/models/nope"),
         ("GET", "/v2/models/nope/ready"),
         ("GET", "/v2/models/nope/versions/1"),
+        ("GET", "/v2/models/nope/versions/1/ready"),
         ("POST", "/v2/models/nope/infer"),
+        ("POST", "/v2/models/nope/versions/1/infer"),
         ("GET", "/v2/models/m/versions/9"),
         ("GET", "/v2/models/m/versions/9/ready"),
         ("POST", "/v2/models/m/versions/9/infer"),
@@ -225,6 +230,22 @@ def test_body_without_content_type_is_read_as_json_like_tritons_client(model: Te
 def test_unknown_model_or_version_is_404(model: TestClient, method: str, path: str) -> None:
     response = model.request(method, path, json=infer_body(rows(2)))
     assert_protocol_error(response, 404, "nope" if "nope" in path else "version 9")
+
+
+def test_unknown_model_is_404_before_its_body_is_read(model: TestClient) -> None:
+    response = model.post("/v2/models/nope/infer", content=b"{nope")
+    assert_protocol_error(response, 404, "no model named 'nope'")
+
+
+def test_a_model_that_failed_to_load_is_not_ready_at_any_version(
+    start: Callable[..., TestClient], settings: Settings
+) -> None:
+    _, files = written(settings)
+    files[1].unlink()  # the served version's weights: the model cannot load
+    client = start()
+    for path in ("/v2/models/m/ready", "/v2/models/m/versions/1/ready"):
+        response = client.get(path)
+        assert (response.status_code, response.json()) == (503, {"name": "m", "ready": False})
 
 
 def with_input(**changes: Any) -> dict[str, Any]:

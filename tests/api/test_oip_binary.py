@@ -86,6 +86,17 @@ def test_binary_input_answers_what_native_predict_answers(model: TestClient) -> 
     assert_native(model, x, outputs_of(response))
 
 
+def test_binary_body_may_say_it_is_octets(model: TestClient) -> None:
+    x = np.asarray(rows(2), dtype=np.float32)
+    body, headers = binary_body(x)
+    response = post(model, body, headers | {"content-type": "application/octet-stream"})
+    assert_native(model, x, outputs_of(response))
+    native_route = model.post(
+        "/v1/models/m/predict", content=b"{}", headers={"content-type": "application/octet-stream"}
+    )
+    assert native_route.status_code == 415
+
+
 def test_binary_data_output_sends_every_output_as_raw_bytes(model: TestClient) -> None:
     x = np.asarray(rows(5), dtype=np.float32)
     response = post(model, *binary_body(x, parameters={"binary_data_output": True}))
