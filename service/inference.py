@@ -238,16 +238,28 @@ def _flat(values: list[Any]) -> list[Any]:
     return values
 
 
-def binary_outputs(request: InferenceRequest, names: list[str]) -> set[str]:
-    """The outputs to send as raw bytes: each output's `binary_data`, else the request's
-    `binary_data_output` (Triton's client asks for binary by default)."""
-    default = _flag(request.parameters, "binary_data_output", field="parameters")
-    chosen = {
-        output.name: _flag(output.parameters, "binary_data", field=f"outputs.{index}.parameters")
-        for index, output in enumerate(request.outputs or [])
-        if output.parameters and "binary_data" in output.parameters
-    }
-    return {name for name in names if chosen.get(name, default)}
+@dataclass(frozen=True)
+class BinaryOutputs:
+    """Which outputs go back as raw bytes: each output's `binary_data`, else the request's
+    `binary_data_output` (Triton's HTTP client asks for binary by default)."""
+
+    default: bool
+    chosen: dict[str, bool]
+
+    @classmethod
+    def of(cls, request: InferenceRequest) -> BinaryOutputs:
+        default = _flag(request.parameters, "binary_data_output", field="parameters")
+        chosen = {
+            output.name: _flag(
+                output.parameters, "binary_data", field=f"outputs.{index}.parameters"
+            )
+            for index, output in enumerate(request.outputs or [])
+            if output.parameters and "binary_data" in output.parameters
+        }
+        return cls(default, chosen)
+
+    def wanted(self, name: str) -> bool:
+        return self.chosen.get(name, self.default)
 
 
 def _flag(parameters: Parameters | None, key: str, *, field: str) -> bool:
@@ -257,12 +269,12 @@ def _flag(parameters: Parameters | None, key: str, *, field: str) -> bool:
     return value
 
 
-def to_binary(outputs: list[ResponseOutput], binary: set[str]) -> list[bytes]:
-    """Moves the data of the `binary` outputs out of JSON: each gets `binary_data_size`, and
-    its raw bytes are returned in output order."""
+def to_binary(outputs: list[ResponseOutput], binary: BinaryOutputs) -> list[bytes]:
+    """Moves the data of the outputs wanted binary out of JSON: each gets `binary_data_size`,
+    and their raw bytes are returned in output order."""
     tail = []
     for output in outputs:
-        if output.name in binary:
+        if binary.wanted(output.name):
             raw = binary_tensors.to_raw(output.data or [], output.datatype)
             output.data = None
             output.parameters = {binary_tensors.SIZE: len(raw)}

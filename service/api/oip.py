@@ -33,6 +33,7 @@ from service.hub import ModelHub
 from service.inference import (
     InferenceRequest,
     InferenceResponse,
+    InputTensor,
     ModelMetadata,
     ModelReady,
     ProtocolError,
@@ -195,37 +196,41 @@ async def _infer(
     version: int | None,
 ) -> Response:
     hub.live(name)  # an unknown model is a 404 whatever the body
-    header, tail = binary_tensors.split(await request.body(), header_length)
-    body = _infer_request(header)
-    sizes = [
-        binary_tensors.binary_size(tensor.parameters, field=f"inputs.{index}")
-        for index, tensor in enumerate(body.inputs)
-    ]
-    raw = binary_tensors.chunks(sizes, tail, binary=header_length is not None)
+    body, tensors = _infer_request(await request.body(), header_length)
+    binary = inference.BinaryOutputs.of(body)
     requested = [output.name for output in body.outputs] if body.outputs else None
     served, outputs = await protocol.infer(
-        hub, settings, name, inference.json_inputs(body, raw), outputs=requested, version=version
+        hub, settings, name, tensors, outputs=requested, version=version
     )
-    binary = inference.binary_outputs(body, [output.name for output in outputs])
     answer = InferenceResponse(
         model_name=name, model_version=str(served), id=body.id, outputs=outputs
     )
     return _answer(answer, binary)
 
 
-def _infer_request(header: bytes) -> InferenceRequest:
+def _infer_request(
+    content: bytes, header_length: int | None
+) -> tuple[InferenceRequest, list[InputTensor]]:
+    """The body → the request, and its inputs with their JSON data or their binary bytes."""
+    header, tail = binary_tensors.split(content, header_length)
     payload = decode_json(header)
     if not isinstance(payload, dict):
         raise InvalidInput("the body must be a JSON object", field="body")
     try:
-        return InferenceRequest.model_validate(payload)
+        body = InferenceRequest.model_validate(payload)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
+    sizes = [
+        binary_tensors.binary_size(tensor.parameters, field=f"inputs.{index}")
+        for index, tensor in enumerate(body.inputs)
+    ]
+    raw = binary_tensors.chunks(sizes, tail, binary=header_length is not None)
+    return body, inference.json_inputs(body, raw)
 
 
-def _answer(answer: InferenceResponse, binary: set[str]) -> Response:
+def _answer(answer: InferenceResponse, binary: inference.BinaryOutputs) -> Response:
     """JSON, or with binary outputs the JSON header and their bytes after it."""
-    if not binary:
+    if not any(binary.wanted(output.name) for output in answer.outputs):
         return FastJSONResponse(answer.model_dump(exclude_none=True))
     tail = inference.to_binary(answer.outputs, binary)
     body, length = binary_tensors.frame(answer.model_dump(exclude_none=True), tail)
