@@ -68,7 +68,7 @@ class InferenceService:
     async def server_metadata(
         self, _request: pb.ServerMetadataRequest
     ) -> pb.ServerMetadataResponse:
-        # The binary extension is HTTP's; gRPC carries raw contents natively.
+        # The server's extensions, as GET /v2 lists them (Triton lists them alike on both).
         return pb.ServerMetadataResponse(
             name="gradual", version=self.version, extensions=[binary_tensors.EXTENSION]
         )
