@@ -17,7 +17,7 @@ ACCEPTED = frozenset(
     {b"", b"application/json", NDJSON, b"application/x-npy", b"application/x-safetensors"}
 )
 WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
-# /v2 infer reads a binary tensor body itself (service.binary_tensors); clients may label it so.
+# /v2 infer reads a binary tensor body itself (service.oip.binary_tensors); clients may label it so.
 PROTOCOL_ACCEPTED = ACCEPTED | {b"application/octet-stream"}
 
 

@@ -1,11 +1,11 @@
 """/v2: the Open Inference Protocol (KServe / Triton v2 HTTP), beside the native /v1 API.
 
 Existing inference clients read a model's metadata and call infer unchanged, JSON or with the
-binary tensor data extension (`service.binary_tensors`). Errors on these routes answer in the
+binary tensor data extension (`service.oip.binary_tensors`). Errors on these routes answer in the
 protocol's shape, `{"error": message}` (the native API keeps `{code, message, field}`): the
 route class below maps them, with `service.api.errors`' table for status codes, except that
 422 becomes the protocol's 400. Readiness is told by the status code as the protocol's probes
-expect: 200 ready, 503 not. The operations themselves are `service.protocol`'s, which the gRPC
+expect: 200 ready, 503 not. The operations themselves are `service.oip.protocol`'s, which the gRPC
 service shares.
 """
 
@@ -21,16 +21,16 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import binary_tensors, inference, protocol
 from service.api.access import PUBLIC, READ
 from service.api.deps import HubDep, NameParam, SettingsDep
 from service.api.errors import error_headers, status_for, validation_problem
 from service.api.responses import FastJSONResponse
-from service.batches import decode_json
+from service.api.schemas import MAX_VERSION
 from service.config import Settings
 from service.errors import GradualError, InvalidInput
-from service.hub import ModelHub
-from service.inference import (
+from service.oip import binary_tensors, protocol
+from service.oip import schemas as inference
+from service.oip.schemas import (
     InferenceRequest,
     InferenceResponse,
     InputTensor,
@@ -41,7 +41,8 @@ from service.inference import (
     ServerMetadata,
     ServerReady,
 )
-from service.schemas import MAX_VERSION
+from service.runtime.batches import decode_json
+from service.runtime.hub import ModelHub
 
 log = logging.getLogger("gradual.api")
 

@@ -24,7 +24,7 @@ from tritonclient.grpc import service_pb2 as triton_pb
 from tritonclient.utils import InferenceServerException
 
 from service.config import Settings
-from service.oip_grpc.generated import grpc_predict_v2_pb2 as pb
+from service.oip.grpc.generated import grpc_predict_v2_pb2 as pb
 from tests.factories import model_body, rows
 from tests.live_server import free_port, serving
 
@@ -315,7 +315,7 @@ def test_tritonclient_sends_its_token_as_metadata(guarded: int) -> None:
 def test_generated_messages_are_current(tmp_path: Path) -> None:
     script = ROOT / "scripts" / "generate-grpc"
     subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, timeout=60)
-    committed = ROOT / "service" / "oip_grpc" / "generated"
+    committed = ROOT / "service" / "oip" / "grpc" / "generated"
     for made in sorted(tmp_path.iterdir()):
         assert made.read_text() == (committed / made.name).read_text(), f"{made.name} is stale"
 

@@ -6,7 +6,7 @@ A model has one input, `inputs` of shape [-1, features], and its task's outputs:
 `probabilities` (FP32, one column per class). Tensor data is row-major: a request may send it
 flat or nested as JSON, or as raw bytes (the binary extension, gRPC's raw contents); a response
 sends it flat, or raw. Pure functions over pydantic models and arrays, shared by the HTTP routes
-(`service.api.oip`) and the gRPC service (`service.oip_grpc`).
+(`service.api.oip`) and the gRPC service (`service.oip.grpc`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from models.spec import NetworkSpec
-from service import binary_tensors
-from service.batches import matrix_from
 from service.errors import InvalidInput
-from service.served import Predictions
+from service.learning.served import Predictions
+from service.oip import binary_tensors
+from service.runtime.batches import matrix_from
 
 INPUT = "inputs"
 FLOATS = frozenset({"FP16", "FP32", "FP64"})

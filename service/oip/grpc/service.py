@@ -1,4 +1,4 @@
-"""`inference.GRPCInferenceService`: each RPC checks its token, calls `service.protocol` as the
+"""`inference.GRPCInferenceService`: each RPC checks its token, calls `service.oip.protocol` as the
 /v2 route of the same name does, and answers; a refusal becomes a gRPC status.
 
 Access is the HTTP routes': ServerLive and ServerReady are open (probes), every other RPC
@@ -15,15 +15,15 @@ from typing import Any, TypeVar
 import grpc
 from grpc import aio
 
-from service import binary_tensors, protocol
-from service.access import Scope
 from service.api.access import authorize
 from service.api.errors import status_for
 from service.config import Settings
 from service.errors import GradualError
-from service.hub import ModelHub
-from service.oip_grpc import tensors
-from service.oip_grpc.generated import grpc_predict_v2_pb2 as pb
+from service.oip import binary_tensors, protocol
+from service.oip.grpc import tensors
+from service.oip.grpc.generated import grpc_predict_v2_pb2 as pb
+from service.runtime.hub import ModelHub
+from service.tokens import Scope
 
 log = logging.getLogger("gradual.grpc")
 

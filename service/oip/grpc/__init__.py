@@ -2,5 +2,5 @@
 
 `generated/` holds the protocol's messages, generated from `grpc_predict_v2.proto` by
 scripts/generate-grpc (never edited by hand); `tensors` converts them, `service` answers each
-RPC through `service.protocol` as /v2 does, and `server` runs it on the app's event loop.
+RPC through `service.oip.protocol` as /v2 does, and `server` runs it on the app's event loop.
 """

@@ -1,4 +1,4 @@
-"""gRPC messages ↔ the protocol's values in `service.inference`.
+"""gRPC messages ↔ the protocol's values in `service.oip.schemas`.
 
 An input's data comes either in `raw_input_contents` (one entry per input, raw little-endian
 bytes) or in its `contents`, in the field of its datatype (FP32 in `fp32_contents`, INT32 in
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from service import binary_tensors
+from service.api.schemas import MAX_VERSION
 from service.errors import InvalidInput
-from service.inference import InputTensor, ModelMetadata, ResponseOutput
-from service.oip_grpc.generated import grpc_predict_v2_pb2 as pb
-from service.schemas import MAX_VERSION
+from service.oip import binary_tensors
+from service.oip.grpc.generated import grpc_predict_v2_pb2 as pb
+from service.oip.schemas import InputTensor, ModelMetadata, ResponseOutput
 
 # The `contents` field that carries each datatype (FP16 has none: raw contents only).
 CONTENTS = {

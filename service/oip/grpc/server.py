@@ -9,8 +9,8 @@ from collections.abc import Callable
 from grpc import aio
 
 from service.config import Settings
-from service.hub import ModelHub
-from service.oip_grpc.service import InferenceService, handler
+from service.oip.grpc.service import InferenceService, handler
+from service.runtime.hub import ModelHub
 
 log = logging.getLogger("gradual.grpc")
 

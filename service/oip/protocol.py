@@ -1,5 +1,5 @@
 """The Open Inference Protocol's operations on the hub, shared by its two transports: the /v2
-HTTP routes (`service.api.oip`) and the gRPC service (`service.oip_grpc`).
+HTTP routes (`service.api.oip`) and the gRPC service (`service.oip.grpc`).
 
 Each transport decodes its request into `inference` values, calls one function here, and
 encodes the answer; so both answer alike, and alike to native predict.
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from anyio import to_thread
 
-from service import inference
 from service.config import Settings
-from service.hub import ModelHub
-from service.inference import InputTensor, ModelMetadata, ResponseOutput
+from service.oip import schemas as inference
+from service.oip.schemas import InputTensor, ModelMetadata, ResponseOutput
+from service.runtime.hub import ModelHub
 
 
 async def server_ready(hub: ModelHub, *, loaded: bool) -> bool:
