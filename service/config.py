@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
     host: str = Field(default="127.0.0.1", description="Where `gradual serve` listens.")
     port: int = Field(default=8000, ge=1, le=65535, description="Where `gradual serve` listens.")
+    grpc_port: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="The Open Inference Protocol's gRPC service listens on this port of `host` "
+        "(docs/oip.md); unset: off; 0: any free port (logged).",
+    )  # fmt: skip
 
     max_body_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."

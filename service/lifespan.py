@@ -9,12 +9,14 @@ from contextlib import asynccontextmanager
 import torch
 from anyio import to_thread
 from fastapi import FastAPI
+from grpc import aio
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from service import crashpoints
 from service.config import Settings
+from service.oip.grpc import server as grpc_server
 from service.runtime.hub import ModelHub
 from service.runtime.metrics import Metrics
 from service.storage import consistency
@@ -52,11 +54,14 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
             await hub.cluster.start()
         app.state.redis = redis
         app.state.loaded = True
+        grpc = await _start_grpc(app, hub, settings)
         log.info("gradual ready: %d models on %s", len(hub.all()), hub.device)
         _log_access(settings)
         try:
             yield
         finally:
+            if grpc is not None:
+                await grpc_server.stop(grpc)
             if hub.cluster is not None:
                 await hub.cluster.stop_consuming()
             await hub.close()  # finish queued steps before the engine goes
@@ -68,6 +73,17 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
             progress.dispose()
 
     return lifespan
+
+
+async def _start_grpc(app: FastAPI, hub: ModelHub, settings: Settings) -> aio.Server | None:
+    """The Open Inference Protocol's gRPC service, when GRADUAL_GRPC_PORT is set."""
+    app.state.grpc_port = None
+    if settings.grpc_port is None:
+        return None
+    server, app.state.grpc_port = await grpc_server.start(
+        hub, settings, loaded=lambda: bool(app.state.loaded), version=app.version
+    )
+    return server
 
 
 def _log_access(settings: Settings) -> None:

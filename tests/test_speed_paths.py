@@ -1,4 +1,4 @@
-"""The hot-path shortcuts of issue 6 give exactly what the long way gave.
+"""The hot-path shortcuts give exactly what the long way gave.
 
 The transaction's reused copy restores a refused step bit for bit, the first step's forward
 pass is the prequential score, the log's group commit still makes every record durable before

@@ -25,19 +25,24 @@ class Access:
 
     async def __call__(self, request: Request) -> None:
         settings: Settings = request.app.state.settings
-        if self.scope is None or not settings.auth_enabled:
-            return
-        token = bearer_token(request.headers.get("authorization"))
-        if token is None:
-            raise Unauthorized("a bearer token is required (Authorization: Bearer <token>)")
-        granted = scope_of(token, settings.api_tokens)
-        if granted is None:
-            raise Unauthorized("the bearer token is not valid")
-        if granted < self.scope:
-            needed = self.scope.name.lower()
-            raise Forbidden(
-                f"this needs a {needed} token; yours is {granted.name.lower()}", scope=needed
-            )
+        authorize(request.headers.get("authorization"), settings, self.scope)
+
+
+def authorize(header: str | None, settings: Settings, scope: Scope | None) -> None:
+    """Raises unless the `authorization` value (HTTP header or gRPC metadata) grants `scope`."""
+    if scope is None or not settings.auth_enabled:
+        return
+    token = bearer_token(header)
+    if token is None:
+        raise Unauthorized("a bearer token is required (Authorization: Bearer <token>)")
+    granted = scope_of(token, settings.api_tokens)
+    if granted is None:
+        raise Unauthorized("the bearer token is not valid")
+    if granted < scope:
+        needed = scope.name.lower()
+        raise Forbidden(
+            f"this needs a {needed} token; yours is {granted.name.lower()}", scope=needed
+        )
 
 
 def bearer_token(header: str | None) -> str | None:

@@ -17,6 +17,8 @@ ACCEPTED = frozenset(
     {b"", b"application/json", NDJSON, b"application/x-npy", b"application/x-safetensors"}
 )
 WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+# /v2 infer reads a binary tensor body itself (service.oip.binary_tensors); clients may label it so.
+PROTOCOL_ACCEPTED = ACCEPTED | {b"application/octet-stream"}
 
 
 class RequestEdge:
@@ -31,7 +33,8 @@ class RequestEdge:
         headers = dict(scope["headers"])
         kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         declared = headers.get(b"content-length")
-        if kind not in ACCEPTED and declared != b"0":
+        accepted = PROTOCOL_ACCEPTED if scope["path"].startswith("/v2/") else ACCEPTED
+        if kind not in accepted and declared != b"0":
             message = f"unsupported content type {kind.decode(errors='replace')!r}"
             await _refuse(415, UnsupportedMediaType.code, message, scope, receive, send)
         elif declared is not None and declared.isdigit() and int(declared) > self.max_bytes:

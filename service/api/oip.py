@@ -1,10 +1,12 @@
 """/v2: the Open Inference Protocol (KServe / Triton v2 HTTP), beside the native /v1 API.
 
-Existing inference clients read a model's metadata and call infer unchanged. Errors on these
-routes answer in the protocol's shape, `{"error": message}` (the native API keeps
-`{code, message, field}`): the route class below maps them, with `service.api.errors`' table
-for status codes, except that 422 becomes the protocol's 400. Readiness is told by the status
-code as the protocol's probes expect: 200 ready, 503 not.
+Existing inference clients read a model's metadata and call infer unchanged, JSON or with the
+binary tensor data extension (`service.oip.binary_tensors`). Errors on these routes answer in the
+protocol's shape, `{"error": message}` (the native API keeps `{code, message, field}`): the
+route class below maps them, with `service.api.errors`' table for status codes, except that
+422 becomes the protocol's 400. Readiness is told by the status code as the protocol's probes
+expect: 200 ready, 503 not. The operations themselves are `service.oip.protocol`'s, which the gRPC
+service shares.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from anyio import to_thread
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Header, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.access import PUBLIC, READ
@@ -25,31 +27,40 @@ from service.api.errors import error_headers, status_for, validation_problem
 from service.api.responses import FastJSONResponse
 from service.api.schemas import MAX_VERSION
 from service.config import Settings
-from service.errors import GradualError
-from service.oip import schemas as inference
+from service.errors import GradualError, InvalidInput
+from service.oip import binary_tensors, protocol
 from service.oip.schemas import (
+    BinaryOutputs,
     InferenceRequest,
     InferenceResponse,
+    InputTensor,
     ModelMetadata,
     ModelReady,
     ProtocolError,
     ServerLive,
     ServerMetadata,
     ServerReady,
+    json_inputs,
+    to_binary,
 )
+from service.runtime.batches import decode_json
 from service.runtime.hub import ModelHub
 
 log = logging.getLogger("gradual.api")
 
-BINARY_HEADER = "inference-header-content-length"
-BINARY_REFUSED = (
-    "binary tensor data is not supported (the server lists no binary_tensor_data extension); "
-    "send data as JSON (tritonclient: set_data_from_numpy(..., binary_data=False))"
-)
+OCTETS = "application/octet-stream"
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 VersionParam = Annotated[
     int, Path(ge=1, le=MAX_VERSION, description="The model version, as a number.")
 ]
+HeaderLength = Annotated[
+    int | None,
+    Header(
+        alias=binary_tensors.HEADER, ge=0,
+        description="Binary tensor data: the length of the JSON header; the inputs' raw bytes "
+        "(parameters.binary_data_size each) follow it.",
+    ),
+]  # fmt: skip
 
 
 class ProtocolRoute(APIRoute):
@@ -59,8 +70,6 @@ class ProtocolRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
-            if BINARY_HEADER in request.headers:
-                return protocol_error(400, BINARY_REFUSED)
             try:
                 return await handler(request)
             except GradualError as exc:
@@ -97,7 +106,8 @@ router = APIRouter(
 
 @router.get("", dependencies=READ)
 async def server_metadata(request: Request) -> ServerMetadata:
-    return ServerMetadata(name="gradual", version=request.app.version, extensions=[])
+    extensions = [binary_tensors.EXTENSION]
+    return ServerMetadata(name="gradual", version=request.app.version, extensions=extensions)
 
 
 @router.get("/health/live", dependencies=PUBLIC)
@@ -107,28 +117,26 @@ async def server_live() -> ServerLive:
 
 @router.get("/health/ready", response_model=ServerReady, responses=NOT_READY, dependencies=PUBLIC)
 async def server_ready(request: Request, hub: HubDep) -> FastJSONResponse:
-    ready = bool(request.app.state.loaded) and await _database_answers(hub)
+    ready = await protocol.server_ready(hub, loaded=bool(request.app.state.loaded))
     return _readiness(ServerReady(ready=ready))
 
 
 @router.get("/models/{name}", dependencies=READ)
 async def model_metadata(name: NameParam, hub: HubDep) -> ModelMetadata:
-    return await _metadata(hub, name)
+    return await protocol.metadata(hub, name, None)
 
 
 @router.get("/models/{name}/versions/{version}", dependencies=READ)
 async def version_metadata(name: NameParam, version: VersionParam, hub: HubDep) -> ModelMetadata:
-    await hub.version_row(name, version)  # 404 for a version the model never had
-    return await _metadata(hub, name)
+    return await protocol.metadata(hub, name, version)
 
 
 @router.get(
     "/models/{name}/ready", response_model=ModelReady, responses=NOT_READY, dependencies=READ
 )
 async def model_ready(name: NameParam, hub: HubDep) -> FastJSONResponse:
-    if name not in hub.failed:  # a model that failed to load is known, but not ready
-        hub.live(name)
-    return _readiness(ModelReady(name=name, ready=name not in hub.failed))
+    ready = await protocol.model_ready(hub, name, None)
+    return _readiness(ModelReady(name=name, ready=ready))
 
 
 @router.get(
@@ -136,62 +144,100 @@ async def model_ready(name: NameParam, hub: HubDep) -> FastJSONResponse:
     response_model=ModelReady, responses=NOT_READY, dependencies=READ,
 )  # fmt: skip
 async def version_ready(name: NameParam, version: VersionParam, hub: HubDep) -> FastJSONResponse:
-    row = await hub.version_row(name, version)
-    return _readiness(ModelReady(name=name, ready=row.status == "ready"))
+    ready = await protocol.model_ready(hub, name, version)
+    return _readiness(ModelReady(name=name, ready=ready))
 
 
-@router.post("/models/{name}/infer", response_model_exclude_none=True, dependencies=READ)
-async def infer(
-    name: NameParam, body: InferenceRequest, hub: HubDep, settings: SettingsDep
-) -> InferenceResponse:
-    return await _infer(hub, settings, name, body, version=None)
+INFER_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": InferenceRequest.model_json_schema()}},
+    }
+}
+INFER_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {
+            OCTETS: {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "Binary outputs: the JSON header (its length in the "
+                "Inference-Header-Content-Length header), then the outputs' raw bytes.",
+            }
+        }
+    }
+}
 
 
 @router.post(
-    "/models/{name}/versions/{version}/infer", response_model_exclude_none=True, dependencies=READ
-)
+    "/models/{name}/infer", response_model=InferenceResponse, responses=INFER_ANSWER,
+    openapi_extra=INFER_BODY, dependencies=READ,
+)  # fmt: skip
+async def infer(
+    name: NameParam, request: Request, hub: HubDep, settings: SettingsDep,
+    header_length: HeaderLength = None,
+) -> Response:  # fmt: skip
+    return await _infer(hub, settings, name, request, header_length, version=None)
+
+
+@router.post(
+    "/models/{name}/versions/{version}/infer", response_model=InferenceResponse,
+    responses=INFER_ANSWER, openapi_extra=INFER_BODY, dependencies=READ,
+)  # fmt: skip
 async def infer_version(
-    name: NameParam,
-    version: VersionParam,
-    body: InferenceRequest,
-    hub: HubDep,
-    settings: SettingsDep,
-) -> InferenceResponse:
-    return await _infer(hub, settings, name, body, version=version)
+    name: NameParam, version: VersionParam, request: Request, hub: HubDep,
+    settings: SettingsDep, header_length: HeaderLength = None,
+) -> Response:  # fmt: skip
+    return await _infer(hub, settings, name, request, header_length, version=version)
 
 
 async def _infer(
     hub: ModelHub,
     settings: Settings,
-    name: NameParam,
-    body: InferenceRequest,
+    name: str,
+    request: Request,
+    header_length: int | None,
     *,
     version: int | None,
-) -> InferenceResponse:
-    spec = hub.live(name).spec
-    names = inference.output_names(spec, body.outputs)
-    inputs = inference.input_matrix(
-        body, spec, max_rows=settings.max_batch_rows, max_abs=settings.max_input_abs
+) -> Response:
+    hub.live(name)  # an unknown model is a 404 whatever the body
+    body, tensors = _infer_request(await request.body(), header_length)
+    binary = BinaryOutputs.of(body)
+    requested = [output.name for output in body.outputs] if body.outputs else None
+    served, outputs = await protocol.infer(
+        hub, settings, name, tensors, outputs=requested, version=version
     )
-    served, result = await hub.predict(name, inputs, version)
-    outputs = inference.output_tensors(spec, result, names)
-    return InferenceResponse(
+    answer = InferenceResponse(
         model_name=name, model_version=str(served), id=body.id, outputs=outputs
     )
+    return _answer(answer, binary)
 
 
-async def _metadata(hub: ModelHub, name: str) -> ModelMetadata:
-    spec = hub.live(name).spec
-    ready = [row.number for row in await hub.version_rows(name) if row.status == "ready"]
-    return inference.model_metadata(name, spec, ready)
-
-
-async def _database_answers(hub: ModelHub) -> bool:
+def _infer_request(
+    content: bytes, header_length: int | None
+) -> tuple[InferenceRequest, list[InputTensor]]:
+    """The body → the request, and its inputs with their JSON data or their binary bytes."""
+    header, tail = binary_tensors.split(content, header_length)
+    payload = decode_json(header)
+    if not isinstance(payload, dict):
+        raise InvalidInput("the body must be a JSON object", field="body")
     try:
-        await to_thread.run_sync(hub.registry.ping)
-    except Exception:  # any driver error means "not ready"
-        return False
-    return True
+        body = InferenceRequest.model_validate(payload)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+    sizes = [
+        binary_tensors.binary_size(tensor.parameters, field=f"inputs.{index}")
+        for index, tensor in enumerate(body.inputs)
+    ]
+    raw = binary_tensors.chunks(sizes, tail, binary=header_length is not None)
+    return body, json_inputs(body, raw)
+
+
+def _answer(answer: InferenceResponse, binary: BinaryOutputs) -> Response:
+    """JSON, or with binary outputs the JSON header and their bytes after it."""
+    if not any(binary.wanted(output.name) for output in answer.outputs):
+        return FastJSONResponse(answer.model_dump(exclude_none=True))
+    tail = to_binary(answer.outputs, binary)
+    body, length = binary_tensors.frame(answer.model_dump(exclude_none=True), tail)
+    return Response(body, media_type=OCTETS, headers={binary_tensors.HEADER: str(length)})
 
 
 def _readiness(state: ServerReady | ModelReady) -> FastJSONResponse:

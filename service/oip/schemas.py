@@ -4,12 +4,14 @@ request carries, what a response returns.
 A model has one input, `inputs` of shape [-1, features], and its task's outputs:
 `predictions` (INT64 labels, or FP32 values for regression) and, for classifiers,
 `probabilities` (FP32, one column per class). Tensor data is row-major: a request may send it
-flat or nested, a response always sends it flat. Pure functions over pydantic models, so
-`service.api.oip` only routes.
+flat or nested as JSON, or as raw bytes (the binary extension, gRPC's raw contents); a response
+sends it flat, or raw. Pure functions over pydantic models and arrays, shared by the HTTP routes
+(`service.api.oip`) and the gRPC service (`service.oip.grpc`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import chain
 from typing import Annotated, Any
 
@@ -19,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from models.spec import NetworkSpec
 from service.errors import InvalidInput
 from service.learning.served import Predictions
+from service.oip import binary_tensors
 from service.runtime.batches import matrix_from
 
 INPUT = "inputs"
@@ -77,7 +80,11 @@ class RequestInput(Open):
     shape: list[Annotated[StrictInt, Field(ge=0)]]
     datatype: str
     parameters: Parameters | None = None
-    data: list[Any] = Field(description="Row-major elements, flat or nested.")
+    data: list[Any] | None = Field(
+        default=None,
+        description="Row-major elements, flat or nested; absent when the tensor's bytes follow "
+        "the JSON header (parameters.binary_data_size, the binary tensor data extension).",
+    )
 
 
 class RequestOutput(Open):
@@ -96,7 +103,23 @@ class ResponseOutput(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    data: list[Any] = Field(description="Row-major elements, flat.")
+    parameters: Parameters | None = Field(
+        default=None, description="binary_data_size: the tensor's bytes follow the JSON header."
+    )
+    data: list[Any] | None = Field(default=None, description="Row-major elements, flat.")
+
+
+@dataclass(frozen=True)
+class InputTensor:
+    """One input tensor as a transport hands it over. `data` is JSON elements (flat or nested),
+    raw little-endian bytes, or a flat array of typed contents; `source` names where raw bytes
+    came from, for errors."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list[Any] | bytes | np.ndarray
+    source: str = INPUT
 
 
 class InferenceResponse(BaseModel):
@@ -128,14 +151,14 @@ def output_metadata(spec: NetworkSpec) -> list[TensorMetadata]:
 
 
 def input_matrix(
-    request: InferenceRequest, spec: NetworkSpec, *, max_rows: int, max_abs: float
+    tensors: list[InputTensor], spec: NetworkSpec, *, max_rows: int, max_abs: float
 ) -> np.ndarray:
     """The request's one input tensor → float32 rows (N, features), checked like native
     predict's `inputs`: finite, bounded, at most `max_rows`."""
-    if len(request.inputs) != 1 or request.inputs[0].name != INPUT:
-        names = [tensor.name for tensor in request.inputs]
+    if len(tensors) != 1 or tensors[0].name != INPUT:
+        names = [tensor.name for tensor in tensors]
         raise InvalidInput(f"the model has one input tensor, {INPUT!r}; got {names}", field=INPUT)
-    tensor = request.inputs[0]
+    tensor = tensors[0]
     if tensor.datatype not in DATATYPES:
         accepted = ", ".join(sorted(DATATYPES))
         raise InvalidInput(f"datatype {tensor.datatype!r} is not one of {accepted}", field=INPUT)
@@ -146,8 +169,26 @@ def input_matrix(
     return matrix_from(rows, field=INPUT, features=spec.inputs, max_rows=max_rows, max_abs=max_abs)
 
 
-def _elements(tensor: RequestInput) -> np.ndarray:
+def json_inputs(request: InferenceRequest, raw: list[bytes | None]) -> list[InputTensor]:
+    """A JSON request's inputs, each with its JSON data or its binary bytes (`raw`)."""
+    tensors = []
+    for index, (tensor, data) in enumerate(zip(request.inputs, raw, strict=True)):
+        field = f"inputs.{index}"
+        value = tensor.data if data is None else data
+        if value is None or (data is not None and tensor.data is not None):
+            message = f"{field}: send data, or parameters.binary_data_size with binary data"
+            raise InvalidInput(message if value is None else f"{message}, not both", field=field)
+        source = f"{field}.parameters.binary_data_size"
+        tensors.append(InputTensor(tensor.name, tensor.datatype, tensor.shape, value, source))
+    return tensors
+
+
+def _elements(tensor: InputTensor) -> np.ndarray:
     """The data as one flat numeric array, as many elements as the shape says."""
+    if isinstance(tensor.data, bytes):
+        return binary_tensors.from_raw(
+            tensor.datatype, tensor.shape, tensor.data, field=tensor.source
+        )
     try:
         array = np.asarray(tensor.data).reshape(-1)
     except (ValueError, OverflowError):
@@ -163,10 +204,10 @@ def _elements(tensor: RequestInput) -> np.ndarray:
     return array
 
 
-def output_names(spec: NetworkSpec, requested: list[RequestOutput] | None) -> list[str]:
+def output_names(spec: NetworkSpec, requested: list[str] | None) -> list[str]:
     """The outputs to return, in the order named; all of them when none are."""
     declared = [tensor.name for tensor in output_metadata(spec)]
-    names = [output.name for output in requested] if requested else declared
+    names = requested or declared
     unknown = [name for name in names if name not in declared]
     if unknown:
         message = f"the model has no output {unknown[0]!r}; it has {declared}"
@@ -195,3 +236,47 @@ def _flat(values: list[Any]) -> list[Any]:
     if values and isinstance(values[0], list):
         return list(chain.from_iterable(values))
     return values
+
+
+@dataclass(frozen=True)
+class BinaryOutputs:
+    """Which outputs go back as raw bytes: each output's `binary_data`, else the request's
+    `binary_data_output` (Triton's HTTP client asks for binary by default)."""
+
+    default: bool
+    chosen: dict[str, bool]
+
+    @classmethod
+    def of(cls, request: InferenceRequest) -> BinaryOutputs:
+        default = _flag(request.parameters, "binary_data_output", field="parameters")
+        chosen = {
+            output.name: _flag(
+                output.parameters, "binary_data", field=f"outputs.{index}.parameters"
+            )
+            for index, output in enumerate(request.outputs or [])
+            if output.parameters and "binary_data" in output.parameters
+        }
+        return cls(default, chosen)
+
+    def wanted(self, name: str) -> bool:
+        return self.chosen.get(name, self.default)
+
+
+def _flag(parameters: Parameters | None, key: str, *, field: str) -> bool:
+    value = (parameters or {}).get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{field}.{key} must be true or false", field=field)
+    return value
+
+
+def to_binary(outputs: list[ResponseOutput], binary: BinaryOutputs) -> list[bytes]:
+    """Moves the data of the outputs wanted binary out of JSON: each gets `binary_data_size`,
+    and their raw bytes are returned in output order."""
+    tail = []
+    for output in outputs:
+        if binary.wanted(output.name):
+            raw = binary_tensors.to_raw(output.data or [], output.datatype)
+            output.data = None
+            output.parameters = {binary_tensors.SIZE: len(raw)}
+            tail.append(raw)
+    return tail

@@ -1,4 +1,4 @@
-"""Every refusal of issue 2 over HTTP: its status, its stable code and the field it names.
+"""Every refusal over HTTP: its status, its stable code and the field it names.
 
 Each error body is exactly `{code, message, field}`; the field is what a client fixes.
 """
