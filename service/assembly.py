@@ -28,6 +28,7 @@ from service.pipeline import Pipeline
 from service.recorder import ModelRecorder
 from service.registry import Registry
 from service.served import ServedModel
+from service.storage import StorageGuard
 from service.version_cache import VersionCache
 from service.wal import ModelLog
 from service.weights import Checkpoint, WeightStore
@@ -40,7 +41,7 @@ class Assembler:
 
     def __init__(
         self, settings: Settings, registry: Registry, store: WeightStore, *,
-        device: torch.device, limits: Limits, notifier: Notifier,
+        device: torch.device, limits: Limits, notifier: Notifier, storage: StorageGuard,
     ) -> None:  # fmt: skip
         self.settings = settings
         self.registry = registry
@@ -52,7 +53,7 @@ class Assembler:
         self.executor = Executor(
             store=store, registry=registry, device=device, snapshot_every=settings.snapshot_every,
             snapshot_interval_s=settings.snapshot_interval_s, read=self.read,
-            load=self.load_version, compiled=limits.compile_predict,
+            load=self.load_version, compiled=limits.compile_predict, storage=storage,
         )  # fmt: skip
 
     def restore(self, row: ModelRow) -> LiveModel:

@@ -20,12 +20,19 @@ import torch
 
 from service import crashpoints
 from service.db.tables import ModelRow
-from service.errors import BatchSkipped, GradualError, InvalidInput
+from service.errors import (
+    BatchSkipped,
+    GradualError,
+    InvalidInput,
+    StorageFull,
+    StorageUnavailable,
+)
 from service.learning.config import TrainingConfig
 from service.learning.snapshot import capture, snapshot_pointers
 from service.live import LiveModel, StreamGuard, Trained
 from service.registry import Registry
 from service.served import ServedModel, to_device
+from service.storage import StorageGuard
 from service.wal import Record
 from service.weights import Checkpoint, WeightStore
 
@@ -42,7 +49,7 @@ class Executor:
         self, *, store: WeightStore, registry: Registry, device: torch.device,
         snapshot_every: int, snapshot_interval_s: float,
         read: Callable[[ModelRow, int], Checkpoint], load: Callable[[ModelRow, int], ServedModel],
-        compiled: bool = False,
+        storage: StorageGuard, compiled: bool = False,
     ) -> None:  # fmt: skip
         self.store = store
         self.registry = registry
@@ -52,6 +59,7 @@ class Executor:
         self.read = read
         self.load = load
         self.compiled = compiled  # served versions' forward passes go through torch.compile
+        self.storage = storage
 
     def run(
         self, live: LiveModel, record: Record, *, guard: StreamGuard | None = None,
@@ -63,7 +71,8 @@ class Executor:
             recorder.durable = partial(live.log.sync, record.seq)
         before = recorder.transitions
         try:
-            return self._dispatch(live, record, guard)
+            with self.storage.writing():
+                return self._dispatch(live, record, guard)
         except Exception as exc:
             if record.kind == FIT and not wait:  # nobody awaits it: the event log tells
                 recorder.event("batch_failed", None, _failure(exc, record.args.get("batch_id")))
@@ -72,7 +81,18 @@ class Executor:
             if record.source is not None:
                 live.applied_through = record.source
             if self._snapshot_due(live, record, transitioned=recorder.transitions != before):
-                self.snapshot(live, record.seq)
+                self._snapshot_after(live, record.seq)
+
+    def _snapshot_after(self, live: LiveModel, seq: int) -> None:
+        """A snapshot after a record; in one process, one that meets a full or read-only disk
+        waits for the next (the log keeps every record it would have held)."""
+        try:
+            with self.storage.writing():
+                self.snapshot(live, seq)
+        except (StorageFull, StorageUnavailable) as exc:
+            if live.fence is not None:  # scale-out: the snapshot is what acknowledges entries
+                raise
+            log.error("model %s: snapshot after record %d deferred: %s", live.name, seq, exc)
 
     def _snapshot_due(self, live: LiveModel, record: Record, *, transitioned: bool) -> bool:
         if record.seq - live.snapshot_seq >= self.snapshot_every:
@@ -179,9 +199,11 @@ class Executor:
                 raise BatchSkipped("skipped: an earlier batch of this stream failed")
             x, y = self._tensors(record)
             report = learner.learn(x, y, record.arrays["inputs"], record.arrays["targets"])
-        except Exception:
+        except Exception as exc:
             if guard is not None and guard.stop_on_error:
                 guard.aborted = True
+            if batch_id is not None and self.storage.classify(exc) is not None:
+                ledger.applied(batch_id)  # a round's write failed after its steps: never twice
             raise
         if batch_id is not None:
             ledger.applied(batch_id)

@@ -141,3 +141,24 @@ class Fenced(Unavailable):
     nothing it computed since may be committed."""
 
     code = "not_owner"
+
+
+class StorageFull(GradualError):
+    """A directory the change must be written to is full (or under the configured reserve):
+    nothing of it was applied; `field` names what is full (log, weights, database)."""
+
+    code = "storage_full"
+
+    def __init__(self, message: str, *, resource: str, retry_after: float) -> None:
+        super().__init__(message, field=resource)
+        self.retry_after = retry_after
+
+
+class StorageUnavailable(Unavailable):
+    """A directory the change must be written to is read-only or gone: nothing was applied."""
+
+    code = "storage_unavailable"
+
+    def __init__(self, message: str, *, resource: str, retry_after: float) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.field = resource

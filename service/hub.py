@@ -32,6 +32,8 @@ from service.errors import (
     ModelExists,
     ModelNotFound,
     ModelUnavailable,
+    StorageFull,
+    StorageUnavailable,
     VersionUnavailable,
 )
 from service.learning.config import TrainingConfig
@@ -47,6 +49,7 @@ from service.notify import Notifier
 from service.registry import NewModel, NewVersion, Registry
 from service.schemas import CreateModel
 from service.served import Predictions, ServedModel, decode_outputs, to_device
+from service.storage import StorageGuard, volumes_of
 from service.streaming.cluster import Cluster, OutcomeLate
 from service.streaming.entries import Entry
 from service.wal import ModelLog, Record
@@ -71,9 +74,13 @@ class ModelHub:
             settings.max_weight_abs, settings.max_grad_norm, autocast, compile=compile_mode
         )
         self.notifier = Notifier(asyncio.get_running_loop())
+        self.storage = StorageGuard(
+            volumes_of(settings), reserve=settings.storage_reserve_bytes,
+            retry_after=settings.storage_retry_after_s,
+        )  # fmt: skip
         self.assembly = Assembler(
             settings, registry, store, device=self.device, limits=self.limits,
-            notifier=self.notifier,
+            notifier=self.notifier, storage=self.storage,
         )  # fmt: skip
         self.executor = self.assembly.executor
         self.versions = self.assembly.versions
@@ -123,7 +130,10 @@ class ModelHub:
         for live in self.all():
             await live.pipeline.close()
             if live.seq != live.snapshot_seq:
-                await to_thread.run_sync(self.executor.snapshot, live, live.seq)
+                try:
+                    await to_thread.run_sync(self.executor.snapshot, live, live.seq)
+                except (StorageFull, StorageUnavailable) as exc:  # the log still holds it all
+                    log.error("model %s: no snapshot at stop: %s", live.name, exc.message)
             if live.log is not None:
                 live.log.close()
         self.syncer.shutdown(wait=True)
@@ -135,15 +145,20 @@ class ModelHub:
         _check_buffer(request.training, request.spec)
         if request.name in self._models or request.name in self._creating:
             raise ModelExists(request.name)
+        self.storage.check()
         self._creating.add(request.name)
         try:
-            live = await to_thread.run_sync(self._create, request)
+            live = await to_thread.run_sync(self._create_written, request)
         finally:
             self._creating.discard(request.name)
         self._models[live.name] = live
         if self.cluster is not None:
             await self.cluster.announce(live.name)
         return live
+
+    def _create_written(self, request: CreateModel) -> LiveModel:
+        with self.storage.writing():
+            return self._create(request)
 
     def _create(self, request: CreateModel) -> LiveModel:
         new = NewModel(
@@ -268,6 +283,7 @@ class ModelHub:
         live = self.live(name)
         arrays = {"inputs": inputs, "targets": targets}
         if self.cluster is not None:
+            self.storage.check()
             remote = await self.cluster.submit(live, Entry("fit", {}, arrays, batch_id))
             if remote is not None and not wait:
                 remote.add_done_callback(_consume)
@@ -278,6 +294,7 @@ class ModelHub:
             if batch_id is not None and live.ledger.seen(batch_id):
                 return None
             live.pipeline.ensure_room()
+            self.storage.check()  # a full or read-only disk: refused before anything is logged
             # Written from the loop (a buffered write, no thread hop); fsynced in a thread.
             record = self._append(live, commands.FIT, {"batch_id": batch_id}, arrays, sync=False)
             run = partial(self.executor.run, live, record, guard=guard, wait=wait)
@@ -343,6 +360,7 @@ class ModelHub:
     ) -> Any:  # fmt: skip
         """Logs a command, then runs it as the model's only writer, in order with its batches."""
         live = self.live(name)
+        self.storage.check()
         if self.cluster is not None:
             future = await self.cluster.submit(live, Entry(kind, args or {}, arrays or {}))
             return None if future is None else await future
@@ -353,7 +371,13 @@ class ModelHub:
 
     async def _sync(self, live: LiveModel, seq: int) -> None:
         if live.log is not None:
-            await asyncio.get_running_loop().run_in_executor(self.syncer, live.log.sync, seq)
+            await asyncio.get_running_loop().run_in_executor(
+                self.syncer, self._sync_log, live.log, seq
+            )
+
+    def _sync_log(self, wal: ModelLog, seq: int) -> None:
+        with self.storage.writing("log"):
+            wal.sync(seq)
 
     def _append(
         self, live: LiveModel, kind: str, args: dict[str, Any], arrays: dict[str, np.ndarray],
@@ -361,7 +385,8 @@ class ModelHub:
     ) -> Record:  # fmt: skip
         if live.log is not None:
             write = live.log.append if sync else live.log.write
-            record = write(kind, args, arrays)
+            with self.storage.writing("log"):
+                record = write(kind, args, arrays)
         else:
             record = Record(live.seq + 1, kind, args, arrays)
         live.seq = record.seq
