@@ -36,6 +36,9 @@ FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 GONE = {errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.ESTALE, errno.EIO}
 SQLITE_FULL, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CANTOPEN = 13, 8, 10, 14
 PROBE = ".gradual-probe"
+# /readyz calls a volume writable again only with this much free beyond the reserve: a tiny
+# probe file fits where the record that failed did not.
+HEADROOM = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -71,11 +74,11 @@ class StorageGuard:
         """The last write's failure, or None once a write succeeded after it."""
         return self._fault
 
-    def check(self) -> None:
+    def check(self, *, headroom: int = 0) -> None:
         """Refuses a change (and records why) unless every volume is there, writable and has
-        more free space than the reserve."""
+        more free space than the reserve (plus `headroom`)."""
         for volume in self.volumes:
-            problem = self._problem(volume)
+            problem = self._problem(volume, self.reserve + headroom)
             if problem is not None:
                 self._failed(problem)
                 raise problem
@@ -114,10 +117,11 @@ class StorageGuard:
         return self._fault_of(code, named, f"{named} write failed: {_reason(exc)}")
 
     def probe(self) -> bool:
-        """Whether every volume takes a write now (a small file written, synced and removed);
-        success clears the fault, so a replica turns ready again by itself."""
+        """Whether every volume takes a write now (`HEADROOM` free beyond the reserve, and a
+        small file written, synced and removed); success clears the fault, so a replica turns
+        ready again by itself."""
         try:
-            self.check()
+            self.check(headroom=HEADROOM)
             for volume in self.volumes:
                 with self.writing(volume.resource):
                     _probe_write(volume.path)
@@ -125,7 +129,7 @@ class StorageGuard:
             return False
         return True
 
-    def _problem(self, volume: Volume) -> StorageFault | None:
+    def _problem(self, volume: Volume, least: int) -> StorageFault | None:
         try:
             stat = os.statvfs(volume.path)
         except OSError as exc:
@@ -133,10 +137,10 @@ class StorageGuard:
         if stat.f_flag & os.ST_RDONLY:
             return self._fault_of("gone", volume.resource, f"{volume.path} is read-only")
         free = stat.f_bavail * stat.f_frsize
-        if free <= self.reserve:
+        if free <= least:
             message = (
-                f"{volume.path} has {free} bytes free, not more than the reserve of "
-                f"{self.reserve} (GRADUAL_STORAGE_RESERVE_BYTES)"
+                f"{volume.path} has {free} bytes free; writes need more than {least} "
+                f"(GRADUAL_STORAGE_RESERVE_BYTES={self.reserve})"
             )
             return self._fault_of("full", volume.resource, message)
         return None
