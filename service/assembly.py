@@ -141,6 +141,7 @@ class Assembler:
             recorder=ModelRecorder(
                 self.registry, self.store, row.id, ledger,
                 notify=partial(self.notifier.notify, row.id),
+                database_wait_s=self.settings.database_wait_s,
             ),
         )  # fmt: skip
 

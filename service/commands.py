@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from service import crashpoints
 from service.db.tables import ModelRow
@@ -26,6 +28,7 @@ from service.errors import (
     InvalidInput,
     StorageFull,
     StorageUnavailable,
+    Unavailable,
 )
 from service.learning.config import TrainingConfig
 from service.learning.snapshot import capture, snapshot_pointers
@@ -71,7 +74,7 @@ class Executor:
             recorder.durable = partial(live.log.sync, record.seq)
         before = recorder.transitions
         try:
-            with self.storage.writing():
+            with self.storage.writing(), _database_reachable():
                 return self._dispatch(live, record, guard)
         except Exception as exc:
             if record.kind == FIT and not wait:  # nobody awaits it: the event log tells
@@ -81,11 +84,11 @@ class Executor:
             if record.source is not None:
                 live.applied_through = record.source
             if self._snapshot_due(live, record, transitioned=recorder.transitions != before):
-                self._snapshot_after(live, record.seq)
+                self.snapshot_or_defer(live, record.seq)
 
-    def _snapshot_after(self, live: LiveModel, seq: int) -> None:
-        """A snapshot after a record; in one process, one that meets a full or read-only disk
-        waits for the next (the log keeps every record it would have held)."""
+    def snapshot_or_defer(self, live: LiveModel, seq: int) -> None:
+        """A snapshot; in one process, one that meets a full or read-only disk waits for the
+        next (the log keeps every record it would have held)."""
         try:
             with self.storage.writing():
                 self.snapshot(live, seq)
@@ -202,13 +205,17 @@ class Executor:
         except Exception as exc:
             if guard is not None and guard.stop_on_error:
                 guard.aborted = True
-            if batch_id is not None and self.storage.classify(exc) is not None:
+            if batch_id is not None and self._after_steps(exc):
                 ledger.applied(batch_id)  # a round's write failed after its steps: never twice
             raise
         if batch_id is not None:
             ledger.applied(batch_id)
         head = learner.head
         return Trained(report, head.step, head.samples_seen, learner.served.version)
+
+    def _after_steps(self, exc: Exception) -> bool:
+        """Whether `exc` is a write of the batch's round failing: its steps were taken."""
+        return isinstance(exc, DBAPIError) or self.storage.classify(exc) is not None
 
     def _tensors(self, record: Record) -> tuple[torch.Tensor, torch.Tensor]:
         inputs: np.ndarray = record.arrays["inputs"]
@@ -225,6 +232,20 @@ class Executor:
                 live.spec, version, state.network, self.device, compiled=self.compiled
             )
         return self.load(live.row, version)
+
+
+@contextmanager
+def _database_reachable() -> Iterator[None]:
+    """A database server that stayed unreachable past GRADUAL_DATABASE_WAIT_S: a 503."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        if hasattr(exc.orig, "sqlite_errorcode"):
+            raise  # SQLite: the storage guard's
+        raise Unavailable(
+            "the database is unreachable; the batch is logged and applies once (retry with "
+            "the same batch_id)"
+        ) from exc
 
 
 def _failure(exc: Exception, batch_id: str | None) -> dict[str, Any]:

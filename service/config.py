@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         description="Changes are refused (507) once a directory written to has no more free "
         "space than this, so snapshots and the database can still be written.",
     )
+    database_wait_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long a model's writer waits for an unreachable database server before "
+        "refusing the batch (its log record keeps it meanwhile).",
+    )
     storage_retry_after_s: float = Field(
         default=5.0, gt=0, description="Retry-After sent with a 507 or a storage 503."
     )

@@ -32,8 +32,6 @@ from service.errors import (
     ModelExists,
     ModelNotFound,
     ModelUnavailable,
-    StorageFull,
-    StorageUnavailable,
     VersionUnavailable,
 )
 from service.learning.config import TrainingConfig
@@ -130,10 +128,7 @@ class ModelHub:
         for live in self.all():
             await live.pipeline.close()
             if live.seq != live.snapshot_seq:
-                try:
-                    await to_thread.run_sync(self.executor.snapshot, live, live.seq)
-                except (StorageFull, StorageUnavailable) as exc:  # the log still holds it all
-                    log.error("model %s: no snapshot at stop: %s", live.name, exc.message)
+                await to_thread.run_sync(self.executor.snapshot_or_defer, live, live.seq)
             if live.log is not None:
                 live.log.close()
         self.syncer.shutdown(wait=True)
@@ -385,7 +380,7 @@ class ModelHub:
     ) -> Record:  # fmt: skip
         if live.log is not None:
             write = live.log.append if sync else live.log.write
-            with self.storage.writing("log"):
+            with self.storage.writing("log", refusal=not sync):  # (a failed sync: logged)
                 record = write(kind, args, arrays)
         else:
             record = Record(live.seq + 1, kind, args, arrays)

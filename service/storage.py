@@ -95,26 +95,30 @@ class StorageGuard:
         return free
 
     @contextmanager
-    def writing(self, resource: Resource | None = None) -> Iterator[None]:
+    def writing(self, resource: Resource | None = None, *, refusal: bool = False) -> Iterator[None]:
         """Runs a write: a storage failure becomes `StorageFull` or `StorageUnavailable`
-        (naming `resource`, or the volume of the failing path); success clears the fault."""
+        (naming `resource`, or the volume of the failing path); success clears the fault.
+        `refusal`: a failure leaves nothing applied (the message says so)."""
         try:
             yield
         except (OSError, OperationalError) as exc:
-            fault = self.classify(exc, resource)
+            fault = self.classify(exc, resource, refusal=refusal)
             if fault is None:
                 raise
             self._failed(fault)
             raise fault from exc
         self._succeeded()
 
-    def classify(self, exc: BaseException, resource: Resource | None = None) -> StorageFault | None:
+    def classify(
+        self, exc: BaseException, resource: Resource | None = None, *, refusal: bool = False
+    ) -> StorageFault | None:
         """The storage fault `exc` is, or None when it is something else."""
         code = _fault_kind(exc)
         if code is None:
             return None
         named = resource or self._resource_of(exc)
-        return self._fault_of(code, named, f"{named} write failed: {_reason(exc)}")
+        detail = f"{named} write failed: {_reason(exc)}"
+        return self._fault_of(code, named, detail, refusal=refusal)
 
     def probe(self) -> bool:
         """Whether every volume takes a write now (`HEADROOM` free beyond the reserve, and a
@@ -133,23 +137,29 @@ class StorageGuard:
         try:
             stat = os.statvfs(volume.path)
         except OSError as exc:
-            return self._fault_of("gone", volume.resource, f"{volume.path}: {_reason(exc)}")
+            detail = f"{volume.path}: {_reason(exc)}"
+            return self._fault_of("gone", volume.resource, detail, refusal=True)
         if stat.f_flag & os.ST_RDONLY:
-            return self._fault_of("gone", volume.resource, f"{volume.path} is read-only")
+            detail = f"{volume.path} is read-only"
+            return self._fault_of("gone", volume.resource, detail, refusal=True)
         free = stat.f_bavail * stat.f_frsize
         if free <= least:
             message = (
                 f"{volume.path} has {free} bytes free; writes need more than {least} "
                 f"(GRADUAL_STORAGE_RESERVE_BYTES={self.reserve})"
             )
-            return self._fault_of("full", volume.resource, message)
+            return self._fault_of("full", volume.resource, message, refusal=True)
         return None
 
-    def _fault_of(self, kind: str, resource: Resource, detail: str) -> StorageFault:
+    def _fault_of(
+        self, kind: str, resource: Resource, detail: str, *, refusal: bool
+    ) -> StorageFault:
+        # A write after logging may fail once its batch has trained: a resend says duplicate.
+        after = "nothing was applied" if refusal else "retry with the same batch_id"
         if kind == "full":
-            message = f"no space for the {resource}: {detail}; nothing was applied"
+            message = f"no space for the {resource}: {detail}; {after}"
             return StorageFull(message, resource=resource, retry_after=self.retry_after)
-        message = f"the {resource} cannot be written: {detail}; nothing was applied"
+        message = f"the {resource} cannot be written: {detail}; {after}"
         return StorageUnavailable(message, resource=resource, retry_after=self.retry_after)
 
     def _resource_of(self, exc: BaseException) -> Resource:

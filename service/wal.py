@@ -90,9 +90,9 @@ class ModelLog:
         may not); `sync(record.seq)` before acknowledging it."""
         with self._lock:
             record = Record(self.last_seq + 1, kind, args, arrays)
+            self._resume_after_cut()
             if self._segment.tell() > SEGMENT_BYTES:
                 self._roll(record.seq)
-            self._resume_after_cut()
             start = self._segment.tell()
             try:
                 self._segment.write(encode(record))

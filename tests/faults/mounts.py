@@ -76,7 +76,14 @@ def read_only(path: Path) -> None:
     """Makes the ext4 at `path` read-only now: an error reported through sysfs."""
     device = Path(_run("findmnt", "-n", "-o", "SOURCE", str(path)).stdout.strip()).name
     (Path("/sys/fs/ext4") / device / "trigger_fs_error").write_text("gradual test\n")
-    assert os.statvfs(path).f_flag & os.ST_RDONLY, f"{path} did not turn read-only"
+    # (statvfs may not say ST_RDONLY yet: the kernel sets it later; writes fail at once)
+    try:
+        (path / "probe").write_bytes(b"x")
+    except OSError as exc:
+        if exc.errno != errno.EROFS:
+            raise
+    else:
+        raise AssertionError(f"{path} did not turn read-only")
 
 
 def repair(path: Path, image: Path) -> None:
