@@ -253,3 +253,58 @@ def test_a_directory_under_the_reserve_refuses_changes_before_logging_them(
     assert "GRADUAL_STORAGE_RESERVE_BYTES" in refused.json()["message"]
     ready = client.get("/readyz")
     assert (ready.status_code, ready.json()["detail"]["predictions"]) == (503, "served")
+
+
+WIDE = model_body(
+    "m", hidden=[256], training={
+        "batch_size": 64, "holdout": 0.0, "eval_every": 1, "promote": "latest",
+        "patience": 10_000, "rollback_tolerance": None, "keep_versions": 3,
+    },
+)  # fmt: skip
+
+
+def test_a_round_whose_version_meets_a_full_disk_applies_once_and_restarts_the_same(
+    start: Any, make_settings: Any, tmp_path: Path
+) -> None:
+    """Space runs out after the check: the batch is logged and trained, its round's version
+    file (~30 KB) does not fit. The answer is 507 naming the weights; the batch is applied
+    once (a resend is a duplicate), and a restart, which replays the log, ends with the
+    versions, counters and predictions of the running service."""
+    with tmpfs(tmp_path / "weights", MOUNT_BYTES) as weights:
+        # no snapshot after the batches: a restart re-derives all of them from the log
+        settings: Settings = make_settings(
+            weights_dir=weights, storage_reserve_bytes=0, snapshot_interval_s=3600
+        )
+        client: TestClient = start(settings)
+        assert client.post("/v1/models", json=WIDE).status_code == 201
+        assert client.post("/v1/models/m/validation", json=batch(*blobs(200, seed=7))).is_success
+        lines = numbered_batches(12, rows=64, seed=3)
+        for line in lines[:2]:
+            assert client.post("/v1/models/m/partial-fit", json=line).status_code == 200
+        ballast = fill(weights, leave=LOG_SLACK)
+        answers = [client.post("/v1/models/m/partial-fit", json=line) for line in lines[2:8]]
+        ballast.unlink()
+        refused = [a.json() for a in answers if a.status_code != 200]
+        assert {a.status_code for a in answers} <= {200, 507}
+        assert {(a["code"], a["field"]) for a in refused} == {("storage_full", "weights")}
+        applied = [a.status_code == 200 or "nothing was applied" not in a.text for a in answers]
+        assert applied != [a.status_code == 200 for a in answers]  # a write after the steps
+        again = [client.post("/v1/models/m/partial-fit", json=line) for line in lines[2:8]]
+        assert {a.status_code for a in again} == {200}
+        assert [a.json().get("duplicate", False) for a in again] == applied
+        for line in lines[8:]:
+            assert client.post("/v1/models/m/partial-fit", json=line).status_code == 200
+        resent = [client.post("/v1/models/m/partial-fit", json=line).json() for line in lines]
+        assert [r.get("duplicate") for r in resent] == [True] * len(lines)
+        model = client.get("/v1/models/m").json()
+        assert model["samples_seen"] == len(lines) * 64
+        before = client.post("/v1/models/m/predict", json={"inputs": PROBE}).json()
+        versions = client.get("/v1/models/m/versions").json()["versions"]
+        restarted: TestClient = start(settings)
+        assert restarted.get("/v1/models/m/versions").json()["versions"] == versions
+        after = restarted.post("/v1/models/m/predict", json={"inputs": PROBE}).json()
+        assert after == before
+        again_model = restarted.get("/v1/models/m").json()
+        assert {k: v for k, v in again_model.items() if k != "created_at"} == {
+            k: v for k, v in model.items() if k != "created_at"
+        }
