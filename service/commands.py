@@ -243,8 +243,8 @@ def _database_reachable() -> Iterator[None]:
         if hasattr(exc.orig, "sqlite_errorcode"):
             raise  # SQLite: the storage guard's
         raise Unavailable(
-            "the database is unreachable; the batch is logged and applies once (retry with "
-            "the same batch_id)"
+            "the database is unreachable; the change is logged and applies once (a batch "
+            "resent with its batch_id answers duplicate)"
         ) from exc
 
 

@@ -144,8 +144,10 @@ class Fenced(Unavailable):
 
 
 class StorageFull(GradualError):
-    """A directory the change must be written to is full (or under the configured reserve):
-    nothing of it was applied; `field` names what is full (log, weights, database)."""
+    """A directory the change must be written to is full (or under the configured reserve);
+    `field` names it (log, weights, database). Refused before logging, nothing was applied;
+    failing a later write of a logged batch, the batch counts as applied (the message says
+    which: a resend with its batch_id is then a duplicate)."""
 
     code = "storage_full"
 
@@ -155,7 +157,7 @@ class StorageFull(GradualError):
 
 
 class StorageUnavailable(Unavailable):
-    """A directory the change must be written to is read-only or gone: nothing was applied."""
+    """A directory the change must be written to is read-only or gone (as `StorageFull`)."""
 
     code = "storage_unavailable"
 
