@@ -30,7 +30,8 @@ def _run(*command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
 
 
-def _mount(*command: str) -> None:
+def _privileged(*command: str) -> None:
+    """Runs a command that needs root (mount, mkfs), or skips the test with why it failed."""
     if os.geteuid() != 0:
         cannot_mount("not root")
     if shutil.which(command[0]) is None:
@@ -49,7 +50,7 @@ def _unmount(path: Path) -> None:
 def tmpfs(path: Path, size: int) -> Iterator[Path]:
     """A tmpfs of `size` bytes at `path` (created), unmounted afterwards."""
     path.mkdir(parents=True, exist_ok=True)
-    _mount("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path))
+    _privileged("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path))
     try:
         yield path
     finally:
@@ -64,8 +65,8 @@ def ext4(path: Path, image: Path, size: int) -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
     with open(image, "wb") as handle:
         handle.truncate(size)
-    _mount("mkfs.ext4", "-q", "-F", str(image))
-    _mount("mount", "-o", "loop,errors=remount-ro", str(image), str(path))
+    _privileged("mkfs.ext4", "-q", "-F", str(image))
+    _privileged("mount", "-o", "loop,errors=remount-ro", str(image), str(path))
     try:
         yield path
     finally:
@@ -75,7 +76,10 @@ def ext4(path: Path, image: Path, size: int) -> Iterator[Path]:
 def read_only(path: Path) -> None:
     """Makes the ext4 at `path` read-only now: an error reported through sysfs."""
     device = Path(_run("findmnt", "-n", "-o", "SOURCE", str(path)).stdout.strip()).name
-    (Path("/sys/fs/ext4") / device / "trigger_fs_error").write_text("gradual test\n")
+    trigger = Path("/sys/fs/ext4") / device / "trigger_fs_error"
+    if not trigger.exists():
+        cannot_mount(f"no {trigger} (a kernel before 5.x): no way to fail ext4 on demand")
+    trigger.write_text("gradual test\n")
     # (statvfs may not say ST_RDONLY yet: the kernel sets it later; writes fail at once)
     try:
         (path / "probe").write_bytes(b"x")
@@ -90,7 +94,7 @@ def repair(path: Path, image: Path) -> None:
     """Unmounts, checks and mounts the image read-write again (as an operator would)."""
     _unmount(path)
     _run("e2fsck", "-f", "-y", str(image))
-    _mount("mount", "-o", "loop,errors=remount-ro", str(image), str(path))
+    _privileged("mount", "-o", "loop,errors=remount-ro", str(image), str(path))
 
 
 def fill(path: Path, *, leave: int = 0) -> Path:
