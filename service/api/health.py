@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 from service.api.access import PUBLIC
 from service.api.deps import HubDep
 from service.api.responses import FastJSONResponse
+from service.api.schemas import Health
 from service.errors import GradualError
-from service.schemas import Health
 
 # Probes answer without a token: they reveal only "up" / "ready" and counts.
 router = APIRouter(tags=["health"], dependencies=PUBLIC)

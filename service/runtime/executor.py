@@ -21,7 +21,6 @@ import torch
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from service import crashpoints
-from service.db.tables import ModelRow
 from service.errors import (
     BatchSkipped,
     GradualError,
@@ -30,14 +29,15 @@ from service.errors import (
     StorageUnavailable,
     Unavailable,
 )
-from service.learning.config import TrainingConfig
+from service.learning.served import ServedModel, to_device
 from service.learning.snapshot import capture, snapshot_pointers
-from service.live import LiveModel, StreamGuard, Trained
-from service.registry import Registry
-from service.served import ServedModel, to_device
-from service.storage import StorageGuard
-from service.wal import Record
-from service.weights import Checkpoint, WeightStore
+from service.learning.training_config import TrainingConfig
+from service.runtime.live import LiveModel, StreamGuard, Trained
+from service.storage.db.tables import ModelRow
+from service.storage.guard import StorageGuard
+from service.storage.registry import Registry
+from service.storage.wal import Record
+from service.storage.weights import Checkpoint, WeightStore
 
 log = logging.getLogger("gradual.commands")
 

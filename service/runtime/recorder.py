@@ -20,8 +20,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from service import crashpoints
 from service.learning.head import TrainingHead
 from service.learning.ledger import BatchLedger
-from service.registry import NewVersion, Pointers, Registry
-from service.weights import WeightStore
+from service.storage.registry import NewVersion, Pointers, Registry
+from service.storage.weights import WeightStore
 
 log = logging.getLogger("gradual.recorder")
 T = TypeVar("T")
