@@ -67,6 +67,21 @@ class Settings(BaseSettings):
         default=64, ge=1, description="Pending batches per model before partial-fit answers 429."
     )
     retry_after_s: float = Field(default=1.0, gt=0, description="Retry-After sent with a 429.")
+    storage_reserve_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="Changes are refused (507) once a directory written to has no more free "
+        "space than this, so snapshots and the database can still be written.",
+    )
+    database_wait_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long a model's writer waits for an unreachable database server before "
+        "refusing the batch (its log record keeps it meanwhile).",
+    )
+    storage_retry_after_s: float = Field(
+        default=5.0, gt=0, description="Retry-After sent with a 507 or a storage 503."
+    )
     batch_id_memory: int = Field(
         default=100_000, ge=0, description="Applied batch ids per model kept for de-duplication."
     )

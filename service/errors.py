@@ -145,3 +145,26 @@ class Fenced(Unavailable):
     nothing it computed since may be committed."""
 
     code = "not_owner"
+
+
+class StorageFull(GradualError):
+    """A directory the change must be written to is full (or under the configured reserve);
+    `field` names it (log, weights, database). Refused before logging, nothing was applied;
+    failing a later write of a logged batch, the batch counts as applied (the message says
+    which: a resend with its batch_id is then a duplicate)."""
+
+    code = "storage_full"
+
+    def __init__(self, message: str, *, resource: str, retry_after: float) -> None:
+        super().__init__(message, field=resource)
+        self.retry_after = retry_after
+
+
+class StorageUnavailable(Unavailable):
+    """A directory the change must be written to is read-only or gone (as `StorageFull`)."""
+
+    code = "storage_unavailable"
+
+    def __init__(self, message: str, *, resource: str, retry_after: float) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.field = resource

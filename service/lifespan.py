@@ -44,6 +44,7 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
         await to_thread.run_sync(_check_store, registry, settings)
         hub = ModelHub(settings, registry, WeightStore(settings.weights_root), metrics=metrics)
         metrics.watch_models(hub.all)
+        metrics.watch_storage(hub.storage)
         app.state.settings = settings
         app.state.hub = hub
         app.state.loaded = False

@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # Import names that differ from their distribution's name.
-DISTRIBUTION = {"yaml": "pyyaml", "sklearn": "scikit-learn", "psycopg": "psycopg"}
+DISTRIBUTION = {"sklearn": "scikit-learn", "grpc": "grpcio", "google": "protobuf"}
 
 
 def _name(requirement: str) -> str:

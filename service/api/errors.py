@@ -27,6 +27,7 @@ STATUS: dict[type[errors.GradualError], int] = {
     errors.UnsupportedMediaType: 415,
     errors.InvalidInput: 422,
     errors.QueueFull: 429,
+    errors.StorageFull: 507,
     errors.Unavailable: 503,
     errors.ModelUnavailable: 503,
 }
@@ -45,7 +46,7 @@ def error_response(status: int, code: str, message: str, field: str | None) -> F
 
 def error_headers(error: errors.GradualError) -> dict[str, str]:
     """Headers some errors must carry (RFC 6750 for tokens, RFC 9110 for Retry-After)."""
-    if isinstance(error, errors.QueueFull | errors.Unavailable):
+    if isinstance(error, errors.QueueFull | errors.Unavailable | errors.StorageFull):
         return {"Retry-After": str(max(1, round(error.retry_after)))}
     if isinstance(error, errors.Unauthorized):
         return {"WWW-Authenticate": 'Bearer realm="gradual"'}

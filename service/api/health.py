@@ -9,6 +9,7 @@ from service.api.access import PUBLIC
 from service.api.deps import HubDep
 from service.api.responses import FastJSONResponse
 from service.api.schemas import Health
+from service.errors import GradualError
 
 # Probes answer without a token: they reveal only "up" / "ready" and counts.
 router = APIRouter(tags=["health"], dependencies=PUBLIC)
@@ -34,6 +35,8 @@ async def readyz(request: Request, hub: HubDep) -> FastJSONResponse:
     if not request.app.state.loaded:
         return FastJSONResponse({"status": "loading", "detail": detail}, status_code=503)
     detail["database"] = "ok"
+    if hub.storage.fault is not None and not await to_thread.run_sync(hub.storage.probe):
+        return _storage_fault(hub.storage.fault, detail)
     if hub.cluster is not None:
         try:
             await hub.cluster.redis.ping()
@@ -43,3 +46,13 @@ async def readyz(request: Request, hub: HubDep) -> FastJSONResponse:
         detail["redis"] = "ok"
         detail["owned"] = sorted(hub.cluster.owned)
     return FastJSONResponse({"status": "ready", "detail": detail})
+
+
+def _storage_fault(fault: GradualError | None, detail: dict[str, object]) -> FastJSONResponse:
+    """Not ready for writes (the last one failed, and a probe write still does); predictions
+    are still served, and the body says so."""
+    if fault is not None:  # (cleared meanwhile by a write that succeeded: report it anyway)
+        detail["storage"] = {"code": fault.code, "field": fault.field, "message": fault.message}
+    detail["predictions"] = "served"
+    code = fault.code if fault is not None else "storage_unavailable"
+    return FastJSONResponse({"status": code, "detail": detail}, status_code=503)

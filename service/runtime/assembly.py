@@ -29,6 +29,7 @@ from service.runtime.pipeline import Pipeline
 from service.runtime.recorder import ModelRecorder
 from service.runtime.version_cache import VersionCache
 from service.storage.db.tables import ModelRow
+from service.storage.guard import StorageGuard
 from service.storage.registry import Registry
 from service.storage.wal import ModelLog
 from service.storage.weights import WeightStore
@@ -41,7 +42,7 @@ class Assembler:
 
     def __init__(
         self, settings: Settings, registry: Registry, store: WeightStore, *,
-        device: torch.device, limits: Limits, notifier: Notifier,
+        device: torch.device, limits: Limits, notifier: Notifier, storage: StorageGuard,
     ) -> None:  # fmt: skip
         self.settings = settings
         self.registry = registry
@@ -53,7 +54,7 @@ class Assembler:
         self.executor = Executor(
             store=store, registry=registry, device=device, snapshot_every=settings.snapshot_every,
             snapshot_interval_s=settings.snapshot_interval_s, read=self.read,
-            load=self.load_version, compiled=limits.compile_predict,
+            load=self.load_version, compiled=limits.compile_predict, storage=storage,
         )  # fmt: skip
 
     def restore(self, row: ModelRow) -> LiveModel:
@@ -143,8 +144,9 @@ class Assembler:
         """A live model around a learner in this state, as of log record `seq`."""
         ledger = BatchLedger(self.settings.batch_id_memory, recorded_ids, unrecorded_ids)
         recorder = ModelRecorder(
-            self.registry, self.store, row.id, ledger, notify=partial(self.notifier.notify, row.id)
-        )
+            self.registry, self.store, row.id, ledger, notify=partial(self.notifier.notify, row.id),
+            database_wait_s=self.settings.database_wait_s,
+        )  # fmt: skip
         optimizer = OptimizerSpec.model_validate(row.optimizer)
         learner = OnlineLearner(
             head=head, served=served, best=best, head_version=head_version, training=training,

@@ -11,15 +11,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from service import crashpoints
-from service.errors import BatchSkipped, GradualError, InvalidInput
+from service.errors import (
+    BatchSkipped,
+    GradualError,
+    InvalidInput,
+    StorageFull,
+    StorageUnavailable,
+    Unavailable,
+)
 from service.kinds import RecordKind
 from service.learning.checkpoint import Checkpoint
 from service.learning.served import ServedModel, to_device
@@ -27,6 +36,7 @@ from service.learning.snapshot import capture, snapshot_pointers
 from service.learning.training_config import TrainingConfig
 from service.runtime.live import LiveModel, StreamGuard, Trained
 from service.storage.db.tables import ModelRow
+from service.storage.guard import StorageGuard
 from service.storage.registry import Registry
 from service.storage.wal import Record
 from service.storage.weights import WeightStore
@@ -39,7 +49,7 @@ class Executor:
         self, *, store: WeightStore, registry: Registry, device: torch.device,
         snapshot_every: int, snapshot_interval_s: float,
         read: Callable[[ModelRow, int], Checkpoint], load: Callable[[ModelRow, int], ServedModel],
-        compiled: bool = False,
+        storage: StorageGuard, compiled: bool = False,
     ) -> None:  # fmt: skip
         self.store = store
         self.registry = registry
@@ -49,6 +59,7 @@ class Executor:
         self.read = read
         self.load = load
         self.compiled = compiled  # served versions' forward passes go through torch.compile
+        self.storage = storage
 
     def run(
         self, live: LiveModel, record: Record, *, guard: StreamGuard | None = None,
@@ -58,7 +69,8 @@ class Executor:
         recorder.begin(record.seq, None if live.log is None else partial(live.log.sync, record.seq))
         before = recorder.transitions
         try:
-            return self._dispatch(live, record, guard)
+            with self.storage.writing(), _database_reachable():
+                return self._dispatch(live, record, guard)
         except Exception as exc:
             if record.kind == "fit" and not wait:  # nobody awaits it: the event log tells
                 recorder.event("batch_failed", None, _failure(exc, record.args.get("batch_id")))
@@ -67,7 +79,18 @@ class Executor:
             live.applied(record)
             live.publish()
             if self._snapshot_due(live, record, transitioned=recorder.transitions != before):
-                self.snapshot(live, record.seq)
+                self.snapshot_or_defer(live, record.seq)
+
+    def snapshot_or_defer(self, live: LiveModel, seq: int) -> None:
+        """A snapshot; in one process, one that meets a full or read-only disk waits for the
+        next (the log keeps every record it would have held)."""
+        try:
+            with self.storage.writing():
+                self.snapshot(live, seq)
+        except (StorageFull, StorageUnavailable) as exc:
+            if live.fence is not None:  # scale-out: the snapshot is what acknowledges entries
+                raise
+            log.error("model %s: snapshot after record %d deferred: %s", live.name, seq, exc)
 
     def _snapshot_due(self, live: LiveModel, record: Record, *, transitioned: bool) -> bool:
         if record.seq - live.snapshot_seq >= self.snapshot_every:
@@ -170,14 +193,20 @@ class Executor:
                 raise BatchSkipped("skipped: an earlier batch of this stream failed")
             x, y = self._tensors(record)
             report = learner.learn(x, y, record.arrays["inputs"], record.arrays["targets"])
-        except Exception:
+        except Exception as exc:
             if guard is not None and guard.stop_on_error:
                 guard.aborted = True
+            if batch_id is not None and self._after_steps(exc):
+                ledger.applied(batch_id)  # a round's write failed after its steps: never twice
             raise
         if batch_id is not None:
             ledger.applied(batch_id)
         head = learner.head
         return Trained(report, head.step, head.samples_seen, learner.served.version)
+
+    def _after_steps(self, exc: Exception) -> bool:
+        """Whether `exc` is a write of the batch's round failing: its steps were taken."""
+        return isinstance(exc, DBAPIError) or self.storage.classify(exc) is not None
 
     def _tensors(self, record: Record) -> tuple[torch.Tensor, torch.Tensor]:
         inputs: np.ndarray = record.arrays["inputs"]
@@ -194,6 +223,20 @@ class Executor:
                 live.spec, version, state.network, self.device, compiled=self.compiled
             )
         return self.load(live.row, version)
+
+
+@contextmanager
+def _database_reachable() -> Iterator[None]:
+    """A database server that stayed unreachable past GRADUAL_DATABASE_WAIT_S: a 503."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        if hasattr(exc.orig, "sqlite_errorcode"):
+            raise  # SQLite: the storage guard's
+        raise Unavailable(
+            "the database is unreachable; the change is logged and applies once (a batch "
+            "resent with its batch_id answers duplicate)"
+        ) from exc
 
 
 def _failure(exc: Exception, batch_id: str | None) -> dict[str, Any]:

@@ -46,8 +46,9 @@ from service.runtime.metrics import Metrics
 from service.runtime.microbatch import MicroBatcher
 from service.runtime.notify import Notifier
 from service.storage.db.tables import EventRow, ModelRow, VersionRow
+from service.storage.guard import StorageGuard, volumes_of
 from service.storage.registry import NewModel, NewVersion, Registry
-from service.storage.wal import ModelLog
+from service.storage.wal import Arrays, ModelLog, Record
 from service.storage.weights import WeightStore
 from service.streaming.cluster import Cluster, OutcomeLate
 from service.streaming.entries import Entry
@@ -77,9 +78,13 @@ class ModelHub:
             settings.max_weight_abs, settings.max_grad_norm, autocast, compile=compile_mode
         )
         self.notifier = Notifier(asyncio.get_running_loop())
+        self.storage = StorageGuard(
+            volumes_of(settings), reserve=settings.storage_reserve_bytes,
+            retry_after=settings.storage_retry_after_s,
+        )  # fmt: skip
         self.assembly = Assembler(
             settings, registry, store, device=self.device, limits=self.limits,
-            notifier=self.notifier,
+            notifier=self.notifier, storage=self.storage,
         )  # fmt: skip
         self.executor = self.assembly.executor
         self.versions = self.assembly.versions
@@ -129,7 +134,7 @@ class ModelHub:
         for live in self.all():
             await live.pipeline.close()
             if live.seq != live.snapshot_seq:
-                await to_thread.run_sync(self.executor.snapshot, live, live.seq)
+                await to_thread.run_sync(self.executor.snapshot_or_defer, live, live.seq)
             if live.log is not None:
                 live.log.close()
         self.syncer.shutdown(wait=True)
@@ -141,15 +146,20 @@ class ModelHub:
         _check_buffer(request.training, request.spec)
         if request.name in self._models or request.name in self._creating:
             raise ModelExists(request.name)
+        self.storage.check()
         self._creating.add(request.name)
         try:
-            live = await to_thread.run_sync(self._create, request)
+            live = await to_thread.run_sync(self._create_written, request)
         finally:
             self._creating.discard(request.name)
         self._models[live.name] = live
         if self.cluster is not None:
             await self.cluster.announce(live.name)
         return live
+
+    def _create_written(self, request: CreateModel) -> LiveModel:
+        with self.storage.writing():
+            return self._create(request)
 
     def _create(self, request: CreateModel) -> LiveModel:
         new = NewModel(
@@ -273,6 +283,7 @@ class ModelHub:
         live = self.live(name)
         arrays = {"inputs": inputs, "targets": targets}
         if self.cluster is not None:
+            self.storage.check()
             remote = await self.cluster.submit(live, Entry("fit", {}, arrays, batch_id))
             if remote is not None and not wait:
                 remote.add_done_callback(_consume)
@@ -283,8 +294,10 @@ class ModelHub:
             if batch_id is not None and live.ledger.seen(batch_id):
                 return None
             live.pipeline.ensure_room()
+            self.storage.check()  # a full or read-only disk: refused before anything is logged
             # Written from the loop (a buffered write, no thread hop); fsynced in a thread.
-            record = live.append("fit", {"batch_id": batch_id}, arrays, sync=False)
+            with self.storage.writing("log", refusal=True):
+                record = live.append("fit", {"batch_id": batch_id}, arrays, sync=False)
             run = partial(self.executor.run, live, record, guard=guard, wait=wait)
             # The batch trains while its record goes to disk; it is answered after both.
             synced = asyncio.ensure_future(self._sync(live, record.seq))
@@ -348,19 +361,32 @@ class ModelHub:
     ) -> Any:  # fmt: skip
         """Logs a command, then runs it as the model's only writer, in order with its batches."""
         live = self.live(name)
+        self.storage.check()
         if self.cluster is not None:
             future = await self.cluster.submit(live, Entry(kind, args or {}, arrays or {}))
             return None if future is None else await future
         async with live.ingest:
             record = await to_thread.run_sync(
-                partial(live.append, kind, args or {}, arrays or {}, sync=True)
+                partial(self._append_synced, live, kind, args or {}, arrays or {})
             )
             future = live.pipeline.submit(partial(self.executor.run, live, record), batch=False)
         return await future
 
     async def _sync(self, live: LiveModel, seq: int) -> None:
         if live.log is not None:
-            await asyncio.get_running_loop().run_in_executor(self.syncer, live.log.sync, seq)
+            await asyncio.get_running_loop().run_in_executor(
+                self.syncer, self._sync_log, live.log, seq
+            )
+
+    def _sync_log(self, wal: ModelLog, seq: int) -> None:
+        with self.storage.writing("log"):
+            wal.sync(seq)
+
+    def _append_synced(
+        self, live: LiveModel, kind: RecordKind, args: dict[str, Any], arrays: Arrays
+    ) -> Record:
+        with self.storage.writing("log"):  # a failed sync: the record is logged, not refused
+            return live.append(kind, args, arrays, sync=True)
 
     # -- scale-out ------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.runtime.live import LiveModel
+from service.storage.guard import StorageGuard
 
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536)
 
@@ -39,6 +40,36 @@ class Metrics:
 
     def watch_models(self, models: Callable[[], list[LiveModel]]) -> None:
         self.registry.register(ModelCollector(models))
+
+    def watch_storage(self, storage: StorageGuard) -> None:
+        self.registry.register(StorageCollector(storage))
+
+
+class StorageCollector(Collector):
+    """Free bytes of each directory written to, the reserve, and whether writes fail now."""
+
+    def __init__(self, storage: StorageGuard) -> None:
+        self.storage = storage
+
+    def collect(self) -> Iterator[Metric]:
+        free = GaugeMetricFamily(
+            "gradual_storage_free_bytes",
+            "Free bytes of a directory written to: log (the data dir), weights, database.",
+            labels=["resource"],
+        )
+        for resource, size in self.storage.free_bytes().items():
+            free.add_metric([resource], size)
+        yield free
+        yield GaugeMetricFamily(
+            "gradual_storage_reserve_bytes",
+            "Changes are refused once a directory has no more free space than this.",
+            value=self.storage.reserve,
+        )
+        yield GaugeMetricFamily(
+            "gradual_storage_fault",
+            "1 while the last write failed for lack of space or a read-only directory.",
+            value=float(self.storage.fault is not None),
+        )
 
 
 class ModelCollector(Collector):

@@ -7,10 +7,15 @@ finds them (by seq) and does not write them again, so replay re-derives history 
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from service import crashpoints
 from service.kinds import EventKind, MoveKind
@@ -20,19 +25,23 @@ from service.learning.recording import Pointers
 from service.storage.registry import NewVersion, Registry
 from service.storage.weights import WeightStore
 
+log = logging.getLogger("gradual.recorder")
+T = TypeVar("T")
+
 
 class ModelRecorder:
     """One model's link to the registry and the weight store; called from its writer thread."""
 
     def __init__(
         self, registry: Registry, store: WeightStore, model_id: int, ledger: BatchLedger,
-        *, notify: Callable[[], None] = lambda: None,
+        *, notify: Callable[[], None] = lambda: None, database_wait_s: float = 30.0,
     ) -> None:  # fmt: skip
         self.registry = registry
         self.store = store
         self.model_id = model_id
         self.ledger = ledger
         self.notify = notify  # wakes event-stream readers
+        self.database_wait_s = database_wait_s
         self.counts: Counter[EventKind] = Counter()  # events by kind since start (for /metrics)
         self.last_round: dict[str, Any] = {}
         self.seq: int | None = None  # the log record being applied
@@ -72,6 +81,17 @@ class ModelRecorder:
         The batch ids applied since the last checkpoint are recorded in the same transaction:
         this version's weights hold their effect.
         """
+        return self._retrying(
+            partial(
+                self._checkpoint, head, reason=reason, metrics=metrics, parent=parent,
+                pointers=pointers,
+            )
+        )  # fmt: skip
+
+    def _checkpoint(
+        self, head: TrainingHead, *, reason: str, metrics: dict[str, Any], parent: int | None,
+        pointers: Pointers,
+    ) -> int:  # fmt: skip
         batch_ids = self.ledger.unrecorded()
         self.transitions += 1
         self.durable()
@@ -105,11 +125,20 @@ class ModelRecorder:
     def prune(self, *, keep: int, protected: set[int]) -> None:
         """Version rows stay forever; files beyond the newest `keep` go (served and best stay)."""
         protected = protected | self.pinned
-        paths = self.registry.archive_old_versions(self.model_id, keep=keep, protected=protected)
+        paths = self._retrying(
+            partial(
+                self.registry.archive_old_versions, self.model_id, keep=keep, protected=protected
+            )
+        )
         for path in paths:
             self.store.remove(path)
 
     def move(
+        self, kind: MoveKind, version: int | None, pointers: Pointers, data: dict[str, Any]
+    ) -> None:
+        self._retrying(partial(self._move, kind, version, pointers, data))
+
+    def _move(
         self, kind: MoveKind, version: int | None, pointers: Pointers, data: dict[str, Any]
     ) -> None:
         self.transitions += 1
@@ -123,6 +152,9 @@ class ModelRecorder:
         self._written(kind)
 
     def event(self, kind: EventKind, version: int | None, data: dict[str, Any]) -> None:
+        self._retrying(partial(self._event, kind, version, data))
+
+    def _event(self, kind: EventKind, version: int | None, data: dict[str, Any]) -> None:
         if kind == "round":
             self.last_round = data
         if not self._already(kind):
@@ -133,10 +165,30 @@ class ModelRecorder:
             self._written(kind)
 
     def update_training(self, training: dict[str, Any]) -> None:
+        self._retrying(partial(self._update_training, training))
+
+    def _update_training(self, training: dict[str, Any]) -> None:
         self.transitions += 1
         if not self._already("training_updated"):
             self.durable()
             self.registry.update_training(self.model_id, training, seq=self.seq, fence=self.fence)
+
+    def _retrying(self, write: Callable[[], T]) -> T:
+        """Runs a write; while the database server is unreachable, waits and tries again for
+        up to `database_wait_s` (the batch is in the log meanwhile). A write whose commit may
+        have landed before the connection broke is looked up first, as a replay does."""
+        deadline, delay = time.monotonic() + self.database_wait_s, 0.05
+        while True:
+            try:
+                return write()
+            except (OperationalError, InterfaceError) as exc:
+                if _local(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("model %d: database unreachable, retrying: %s", self.model_id, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            if self.seq is not None:
+                self.replaying_through(max(self.replay_through, self.seq))
 
     def _written(self, kind: EventKind) -> None:
         self.counts[kind] += 1
@@ -153,3 +205,8 @@ class ModelRecorder:
     def _seq(self) -> int:
         assert self.seq is not None
         return self.seq
+
+
+def _local(exc: DBAPIError) -> bool:
+    """SQLite's errors (a full or read-only disk): waiting would not help, they are storage."""
+    return hasattr(exc.orig, "sqlite_errorcode")

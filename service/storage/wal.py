@@ -9,6 +9,7 @@ never acknowledged) is cut off. Segments wholly covered by a checkpoint are dele
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -77,6 +78,7 @@ class ModelLog:
         for record in self.read(after=0):
             self.last_seq = record.seq
         self._segment = self._open_tail()
+        self._torn: tuple[str, int] | None = None  # a segment to cut back before the next write
         self.synced_seq = self.last_seq  # every record through it is on disk
 
     def append(self, kind: RecordKind, args: dict[str, Any], arrays: Arrays) -> Record:
@@ -90,10 +92,16 @@ class ModelLog:
         may not); `sync(record.seq)` before acknowledging it."""
         with self._lock:
             record = Record(self.last_seq + 1, kind, args, arrays)
+            self._resume_after_cut()
             if self._segment.tell() > SEGMENT_BYTES:
                 self._roll(record.seq)
-            self._segment.write(encode(record))
-            self._segment.flush()
+            start = self._segment.tell()
+            try:
+                self._segment.write(encode(record))
+                self._segment.flush()
+            except OSError:  # a full or read-only disk: no part of the record may stay
+                self._cut(start)
+                raise
             crashpoints.hit("after_wal_append")
             self.last_seq = record.seq
             return record
@@ -106,6 +114,7 @@ class ModelLog:
             if self.synced_seq >= seq:  # the fsync that just ran covered it
                 return
             with self._lock:
+                self._resume_after_cut()
                 through, handle = self.last_seq, os.dup(self._segment.fileno())
             try:  # older segments were synced when they were rolled
                 os.fsync(handle)
@@ -126,6 +135,7 @@ class ModelLog:
             self._truncate_through(seq)
 
     def _truncate_through(self, seq: int) -> None:
+        self._resume_after_cut()
         segments = self._segments()
         for path, following in itertools.pairwise(segments):
             if int(following.stem) - 1 <= seq:
@@ -135,8 +145,27 @@ class ModelLog:
             self._roll(self.last_seq + 1)
             tail.unlink(missing_ok=True)
 
+    def _cut(self, length: int) -> None:
+        """Drops a record that failed half-way: the buffer (its unwritten bytes) and whatever
+        reached the file. If even that fails, every write fails until a cut succeeds, so no
+        record is ever appended after a torn one."""
+        path = self._segment.name
+        with contextlib.suppress(OSError):
+            self._segment.close()  # its flush fails again: the buffered bytes go with it
+        self._torn = (path, length)
+        self._resume_after_cut()
+
+    def _resume_after_cut(self) -> None:
+        if self._torn is None:
+            return
+        path, length = self._torn
+        os.truncate(path, length)
+        self._segment = open(path, "ab")  # noqa: SIM115
+        self._torn = None
+
     def close(self) -> None:
-        with self._lock:
+        # a torn record's buffer may fail to flush again: it was never logged
+        with self._lock, contextlib.suppress(OSError):
             self._segment.close()
 
     @staticmethod
@@ -159,8 +188,10 @@ class ModelLog:
     def _roll(self, first_seq: int) -> None:
         if self.fsync:  # `sync` only ever fsyncs the tail
             os.fsync(self._segment.fileno())
+        # opened before the old one is closed: a failure (a full disk) leaves the old tail
+        following = open(self.directory / f"{first_seq:020d}.wal", "ab")  # noqa: SIM115
         self._segment.close()
-        self._segment = open(self.directory / f"{first_seq:020d}.wal", "ab")  # noqa: SIM115
+        self._segment = following
         _fsync_dir(self.directory)
 
 

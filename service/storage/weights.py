@@ -8,6 +8,7 @@ counters) in its JSON header. Nothing is ever pickled.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -164,10 +165,15 @@ def _write_atomically(path: Path, data: bytes) -> None:
     """temp file → fsync → rename → fsync(dir): a reader sees the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError:  # a full disk: the part written would hold on to the space left
+        with contextlib.suppress(OSError):  # (a read-only one refuses this too)
+            temporary.unlink()
+        raise
     crashpoints.hit("after_weights_fsync")
     os.replace(temporary, path)
     crashpoints.hit("after_rename")
