@@ -96,8 +96,11 @@ def test_redoc_lists_every_operation_offline(
 
 def test_the_pages_name_only_packaged_assets(server: str) -> None:
     for page in ("/docs", "/redoc"):
-        html = httpx.get(f"{server}{page}").text
+        response = httpx.get(f"{server}{page}")
+        html = response.text
         assert "cdn." not in html
+        # and what the bundles would fetch by themselves is refused by the browser
+        assert response.headers["content-security-policy"].startswith("default-src 'self';")
         assert "/docs/assets/" in html
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
         response = httpx.get(f"{server}/docs/assets/{asset}")

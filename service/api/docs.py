@@ -28,6 +28,14 @@ ASSETS = Path(fastapi_offline.__file__).resolve().parent / "static"
 MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
 ASSET_NAME = r"^[a-z0-9][a-z0-9_.-]*\.(js|css|png)$"
 TITLE = "Gradual"
+# Nothing from outside the service, even what the bundles would fetch on their own (ReDoc's
+# footer logo comes from its CDN): the browser refuses it without sending a request. Both
+# pages start from an inline script and style with inline styles, as their bundles expect.
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
 
 # Like the OpenAPI schema they render, the pages hold no data: open.
 router = APIRouter(tags=["docs"], include_in_schema=False, dependencies=PUBLIC)
@@ -36,7 +44,7 @@ router = APIRouter(tags=["docs"], include_in_schema=False, dependencies=PUBLIC)
 @router.get("/docs", response_class=HTMLResponse)
 async def swagger_ui(request: Request) -> HTMLResponse:
     root = request.scope.get("root_path", "")
-    return get_swagger_ui_html(
+    page = get_swagger_ui_html(
         openapi_url=f"{root}/openapi.json",
         title=f"{TITLE} - Swagger UI",
         oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
@@ -44,6 +52,7 @@ async def swagger_ui(request: Request) -> HTMLResponse:
         swagger_css_url=f"{root}/docs/assets/swagger-ui.css",
         swagger_favicon_url=f"{root}/docs/assets/favicon.png",
     )
+    return _confined(page)
 
 
 @router.get("/docs/oauth2-redirect", response_class=HTMLResponse)
@@ -54,13 +63,19 @@ async def swagger_ui_redirect() -> HTMLResponse:
 @router.get("/redoc", response_class=HTMLResponse)
 async def redoc(request: Request) -> HTMLResponse:
     root = request.scope.get("root_path", "")
-    return get_redoc_html(
+    page = get_redoc_html(
         openapi_url=f"{root}/openapi.json",
         title=f"{TITLE} - ReDoc",
         redoc_js_url=f"{root}/docs/assets/redoc.standalone.js",
         redoc_favicon_url=f"{root}/docs/assets/favicon.png",
         with_google_fonts=False,
     )
+    return _confined(page)
+
+
+def _confined(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = PAGE_POLICY
+    return page
 
 
 @router.get("/docs/assets/{asset}", response_class=FileResponse)
