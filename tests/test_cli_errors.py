@@ -88,12 +88,14 @@ def test_help_documents_the_exit_statuses() -> None:
 
 
 def test_a_client_command_imports_neither_torch_nor_the_server(url: str) -> None:
-    """Startup time is the user's: `models` runs, then the modules it loaded are listed."""
+    """Startup time is the user's: `models` runs, then the modules it loaded are listed
+    (NumPy too: only commands that send or read data need it)."""
     probe = (
         "import sys\n"
         "from service.cli import app\n"
         f"app(['models', '--url', {url!r}], standalone_mode=False)\n"
-        "heavy = [m for m in sys.modules if m.split('.')[0] in {'torch', 'fastapi', 'sqlalchemy'}"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in"
+        " {'torch', 'fastapi', 'sqlalchemy', 'numpy'}"
         " or m in {'service.app', 'service.hub', 'service.config'}]\n"
         "print('heavy:', sorted(heavy))\n"
     )
