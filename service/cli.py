@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from service.config import Settings
 
 # Startup time is the user's: the commands that talk to a running service import only the
-# client (httpx, NumPy); torch, the server and the database come with `serve`, `migrate`,
-# `check` and `demo`, inside them.
+# client (httpx; NumPy once data is sent or read); torch, the server and the database come
+# with `serve`, `migrate`, `check` and `demo`, inside them.
 app = typer.Typer(
     help="Gradual: online learning for PyTorch models.",
     epilog=EXIT_CODES_HELP,
