@@ -12,7 +12,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from service.cli import app
+from service.cli.main import app
 from service.config import Settings
 from tests.factories import model_body
 from tests.live_server import serving

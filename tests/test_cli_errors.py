@@ -92,11 +92,11 @@ def test_a_client_command_imports_neither_torch_nor_the_server(url: str) -> None
     (NumPy too: only commands that send or read data need it)."""
     probe = (
         "import sys\n"
-        "from service.cli import app\n"
+        "from service.cli.main import app\n"
         f"app(['models', '--url', {url!r}], standalone_mode=False)\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] in"
         " {'torch', 'fastapi', 'sqlalchemy', 'numpy'}"
-        " or m in {'service.app', 'service.hub', 'service.config'}]\n"
+        " or m in {'service.app', 'service.runtime.hub', 'service.config'}]\n"
         "print('heavy:', sorted(heavy))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRADUAL_")}

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from service import datafiles
-from service.cli_errors import DataFileError
+from service.cli import datafiles
+from service.cli.errors import DataFileError
 from service.client import GradualClient, GradualClientError
 
 REFUSED_CODES = frozenset({"batch_rejected"})  # the step was refused; the next batch may not be

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from service.cli_errors import (
+from service.cli.errors import (
     EXIT_CODES_HELP,
     DataFileError,
     ExitCode,
@@ -101,7 +101,7 @@ def _settings(**overrides: object) -> Settings:
 @app.command()
 def migrate() -> None:
     """Upgrade the database schema to the latest revision and exit."""
-    from service.db import migrate as migrations
+    from service.storage.db import migrate as migrations
 
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -123,10 +123,10 @@ def check(
     Missing or corrupt version files are marked `missing` / `corrupt` (refused with a 410);
     files no version refers to are deleted. A data directory that does not exist is refused
     (nothing is created). Exit status 1 when anything was found."""
-    from service import consistency
-    from service.db import migrate as migrations
-    from service.db.engine import make_engine, make_read_only_engine, make_sessionmaker
-    from service.registry import Registry
+    from service.storage import consistency
+    from service.storage.db import migrate as migrations
+    from service.storage.db.engine import make_engine, make_read_only_engine, make_sessionmaker
+    from service.storage.registry import Registry
 
     settings = _settings()
     _refuse_a_missing_data_dir(settings)
@@ -262,7 +262,7 @@ def fit(
 
     Batch ids are the file's name and offset, so running it again never trains twice; the
     last line counts the batches trained, already applied (duplicate) and refused."""
-    from service.cli_fit import fit_file
+    from service.cli.fit import fit_file
 
     with _client(url, token) as client:
         tally = fit_file(client, name, file, batch_size=batch_size, target=target)
@@ -288,7 +288,7 @@ def predict(
 
 
 def _unlabelled_batches(path: Path) -> Iterator[object]:
-    from service import datafiles
+    from service.cli import datafiles
 
     try:
         for x, _ in datafiles.batches(path, size=1024, target=None):
@@ -340,6 +340,6 @@ def demo(
     """A guided tour: early stopping on digits, then a rollback on corrupted labels."""
     from rich.console import Console
 
-    from service import demo as tour
+    from service.cli import demo as tour
 
     tour.run(url, output, Console())

@@ -1,7 +1,7 @@
 """How the `gradual` command fails: one line on stderr and an exit status per kind of failure.
 
 A refusal from the service prints `error: 409 model_exists: a model named 'covtype' exists
-already (name)`; `--verbose` prints the traceback first. Only this module and `service.cli`
+already (name)`; `--verbose` prints the traceback first. Only this module and `service.cli.main`
 know the exit statuses; the client raises its own errors and knows nothing of them.
 """
 
