@@ -7,6 +7,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from service.api import (
     dashboard,
+    docs,
     errors,
     health,
     models,
@@ -36,6 +37,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     telemetry.router,
     oip.router,
     dashboard.router,
+    docs.router,
 )
 
 
@@ -49,6 +51,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # JSON without a Content-Type is read as JSON on every route, as predict does; other
         # types are refused with a 415 at the edge (service.api.limits).
         strict_content_type=False,
+        # /docs and /redoc are served by service.api.docs from packaged files, not a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     metrics = Metrics()
     app.state.metrics = metrics

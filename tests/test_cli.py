@@ -6,6 +6,7 @@ import csv
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import orjson
 import pytest
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 
 from service.cli.main import app
 from service.config import Settings
+from tests.factories import model_body
 from tests.live_server import serving
 
 runner = CliRunner()
@@ -72,8 +74,39 @@ def test_fitting_the_same_file_twice_trains_once(url: str, tmp_path: Path) -> No
     path = write_csv(tmp_path / "data.csv", x, y)
     first = gradual("fit", "twice", str(path), "--batch-size", "100", "--url", url)
     again = gradual("fit", "twice", str(path), "--batch-size", "100", "--url", url)
+    assert "300/300" in first  # the file's rows, counted before sending
+    assert "300 rows in 3 batches: 3 trained, 0 duplicate, 0 refused; step " in first
+    assert "300 rows in 3 batches: 0 trained, 3 duplicate, 0 refused; step " in again
     step = first.split("step ")[1].split(",")[0]
     assert again.split("step ")[1].split(",")[0] == step  # batch ids: file name and offset
+
+
+def test_fit_counts_a_batch_the_service_refuses_and_goes_on(url: str, tmp_path: Path) -> None:
+    """~1e9 inputs into an unnormalized network: the step's gradient is refused (422
+    batch_rejected, nothing applied); the batches after it still train."""
+    x, y = blobs(300)
+    x[100:200] *= 1e9
+    body = model_body("refusing", inputs=4, outputs=3, normalize=False)
+    assert httpx.post(f"{url}/v1/models", json=body).status_code == 201
+    path = write_csv(tmp_path / "data.csv", x, y)
+    out = gradual("fit", "refusing", str(path), "--batch-size", "100", "--url", url)
+    assert "300 rows in 3 batches: 2 trained, 0 duplicate, 1 refused; step " in out
+    assert httpx.get(f"{url}/v1/models/refusing").json()["samples_seen"] == 200
+
+
+def test_fit_of_rows_in_ndjson_knows_its_total(url: str, tmp_path: Path) -> None:
+    x, y = blobs(50)
+    gradual("create", "total", "--task", "classification", "--inputs", "4", "--outputs", "3",
+            "--url", url)  # fmt: skip
+    path = tmp_path / "rows.ndjson"
+    rows = [
+        orjson.dumps({"features": r, "target": int(t)})
+        for r, t in zip(x.tolist(), y.tolist(), strict=True)
+    ]
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    out = gradual("fit", "total", str(path), "--batch-size", "20", "--url", url)
+    assert "50/50" in out
+    assert "50 rows in 3 batches: 3 trained, 0 duplicate, 0 refused" in out
 
 
 def test_ndjson_rows_and_versions_rollback_promote(url: str, tmp_path: Path) -> None:
@@ -100,4 +133,5 @@ def test_a_file_without_the_target_column_is_refused(url: str, tmp_path: Path) -
     result = runner.invoke(
         app, ["fit", "nt", str(write_csv(tmp_path / "x.csv", x, None)), "--url", url]
     )
-    assert result.exit_code != 0
+    assert result.exit_code == 2
+    assert "error: x.csv: no column 'target' among 4 columns" in result.output

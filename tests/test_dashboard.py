@@ -8,6 +8,7 @@ without the `playwright` package, the tests skip, or fail under GRADUAL_TEST_REQ
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -132,11 +133,11 @@ class Dashboard:
 
 
 @pytest.fixture
-def open_dashboard(browser: Browser, server: str) -> Iterator[Callable[[], Dashboard]]:
+def open_dashboard(browser: Browser, server: str) -> Iterator[Callable[..., Dashboard]]:
     contexts = []
 
-    def open_page() -> Dashboard:
-        context = browser.new_context(viewport={"width": 1360, "height": 1000})
+    def open_page(width: int = 1360, height: int = 1000) -> Dashboard:
+        context = browser.new_context(viewport={"width": width, "height": height})
         context.set_default_timeout(WAIT_MS)
         contexts.append(context)
         opened = Dashboard(context.new_page())
@@ -303,4 +304,101 @@ def test_a_race_shows_every_candidates_curve_side_by_side(
     expect(dash.page.locator("#candidates-legend")).to_contain_text("leader")
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     dash.page.locator("#candidates-panel").screenshot(path=SCREENSHOT.parent / "race.png")
+    assert dash.problems == []
+
+
+# -- layout: every cell inside its panel, long names cut, a reopened race drawn forward -------
+
+LONG_NAME = "a-model-whose-name-is-far-too-long-for-the-models-column-of-it-all"[:64]
+# Cells (th, td) whose box leaves their panel's, and a page wider than the window.
+CELLS_OUTSIDE_PANELS = """() => {
+  const found = [];
+  for (const panel of document.querySelectorAll(".panel")) {
+    if (panel.offsetParent === null) continue;
+    const p = panel.getBoundingClientRect();
+    for (const cell of panel.querySelectorAll("th, td")) {
+      const c = cell.getBoundingClientRect();
+      if (c.left < p.left - 0.5 || c.right > p.right + 0.5 || c.bottom > p.bottom + 0.5) {
+        const title = panel.querySelector("h2, h3")?.textContent;
+        const text = cell.textContent.trim().slice(0, 24);
+        const where = `[${c.left | 0}, ${c.right | 0}] in [${p.left | 0}, ${p.right | 0}]`;
+        found.push(`${title}: "${text}" ${where}`);
+      }
+    }
+  }
+  const width = document.documentElement.scrollWidth;
+  if (width > window.innerWidth) found.push(`page ${width} px wide in ${window.innerWidth}`);
+  return found;
+}"""
+# Per polyline of the candidates chart: does any point lie left of the one before it?
+LINES_GOING_BACK = """() => [...document.querySelectorAll("#candidates polyline")].filter((l) => {
+  const xs = l.getAttribute("points").trim().split(/\\s+/).map((p) => Number(p.split(",")[0]));
+  return xs.some((x, i) => i > 0 && x < xs[i - 1]);
+}).length"""
+
+
+@pytest.fixture(scope="module")
+def long_named(http: httpx.Client) -> str:
+    """A model with a 64-character name and a few versions with metrics."""
+    name = learnable(http, LONG_NAME)
+    x, y = blobs(256, seed=3)
+    for start in range(0, 256, 64):
+        fit(http, name, batch(x[start : start + 64], y[start : start + 64]))
+    assert http.post(f"/v1/models/{name}/versions").status_code == 201
+    return name
+
+
+@pytest.mark.parametrize(("width", "height"), [(1280, 800), (800, 1000)])
+def test_every_cell_stays_inside_its_panel_and_long_names_are_cut(
+    http: httpx.Client, open_dashboard: Callable[..., Dashboard], long_named: str,
+    width: int, height: int,
+) -> None:  # fmt: skip
+    dash = open_dashboard(width, height)
+    dash.select(long_named)
+    versions = http.get(f"/v1/models/{long_named}/versions").json()["versions"]
+    expect(dash.page.locator("#versions tbody tr")).to_have_count(len(versions))
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    dash.page.screenshot(path=SCREENSHOT.parent / f"dashboard-{width}x{height}.png", full_page=True)
+    outside = dash.page.evaluate(CELLS_OUTSIDE_PANELS)
+    assert outside == [], "\n".join(outside)
+    listed = dash.page.locator(f'#models tr[data-model="{long_named}"] button.name')
+    assert listed.evaluate("n => n.scrollWidth > n.clientWidth")  # cut to fit its column
+    for name in (listed, dash.page.locator("#model-title")):
+        expect(name).to_have_attribute("title", long_named)  # the whole name, on hover
+        assert name.evaluate("n => getComputedStyle(n).textOverflow") == "ellipsis"
+    assert dash.problems == []
+
+
+def test_a_reopened_race_is_drawn_without_lines_going_back(
+    http: httpx.Client, open_dashboard: Callable[..., Dashboard]
+) -> None:
+    """The recipe of tests/api/test_race.py: the race stops, drift reopens it, rounds go on."""
+    search = {"variations": {"hidden": [[4], [16], [32]]}, "budget": 1}
+    training = {"holdout": 0.25, "eval_every": 2, "stopping_threshold": 0.75, "buffer_size": 200}
+    name = create(http, model_body("reopened", training=training) | {"search": search})
+    x, y = blobs(2000, seed=7)
+    for start in range(0, 2000, 40):
+        response = http.post(
+            f"/v1/models/{name}/partial-fit",
+            json=batch(x[start : start + 40], y[start : start + 40]),
+        )
+        assert response.status_code == 200, response.text
+        if response.json()["state"] == "stopped":
+            break
+    moved = (y + 1) % 3  # the world moves: drift resumes training and reopens the race
+    for start in range(0, 600, 40):
+        fit(http, name, batch(x[start : start + 40], moved[start : start + 40]))
+    assert event_count(http, name, "race_reopened") == 1
+    rounds = [
+        p["round"]
+        for p in http.get(f"/v1/models/{name}/candidates").json()["candidates"][0]["history"]
+    ]
+    assert any(b <= a for a, b in itertools.pairwise(rounds))  # numbered from 1 again
+    dash = open_dashboard(1280, 800)
+    dash.select(name)
+    expect(dash.page.locator("#candidates-panel")).to_be_visible()
+    expect(dash.page.locator("#candidates")).to_have_attribute("data-candidates", "3")
+    assert dash.page.evaluate(LINES_GOING_BACK) == 0
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    dash.page.locator("#candidates-panel").screenshot(path=SCREENSHOT.parent / "race-reopened.png")
     assert dash.problems == []

@@ -3,6 +3,7 @@ scikit-learn's own estimator checks."""
 
 from __future__ import annotations
 
+import gc
 import pickle
 from collections.abc import Iterator
 
@@ -68,14 +69,54 @@ def test_classifier_maps_any_labels_to_class_ids_and_back(url: str) -> None:
     assert model.score(scaled, y) > 0.9
 
 
-def test_pipeline_in_cross_val_score(url: str) -> None:
+def model_names(url: str) -> set[str]:
+    gc.collect()  # estimators dropped by the code under test are collected first
+    with GradualClient(url) as gradual:
+        return {model.name for model in gradual.list()}
+
+
+def test_pipeline_in_cross_val_score_leaves_no_model_behind(url: str) -> None:
     x, y = iris_named()
+    before = model_names(url)
     model = make_pipeline(
         StandardScaler(), GradualClassifier(url, epochs=20, lr=0.02, batch_size=64)
     )
     scores = cross_val_score(model, x, y, cv=3)
     assert scores.shape == (3,)
     assert scores.mean() > 0.85
+    assert model_names(url) == before  # each fold's clone deleted its model when collected
+
+
+def test_closing_an_estimator_deletes_its_temporary_model(url: str) -> None:
+    x, y = iris_named()
+    with GradualClassifier(url, epochs=1) as model:
+        name = model.fit(x, y).model_name_
+        assert name in model_names(url)
+    assert name not in model_names(url)
+    assert not hasattr(model, "model_name_")
+    again = GradualRegressor(url, epochs=1).fit(x[:, :3], x[:, 3])
+    name = again.model_name_
+    again.close()
+    assert name not in model_names(url)
+
+
+def test_a_collected_estimator_deletes_its_temporary_model(url: str) -> None:
+    x, y = iris_named()
+    model = GradualClassifier(url, epochs=1).fit(x, y)
+    name = model.model_name_
+    copy = pickle.loads(pickle.dumps(model))  # refers to the model, does not own it
+    del copy
+    assert name in model_names(url)
+    del model
+    assert name not in model_names(url)
+
+
+def test_a_fixed_model_name_outlives_its_estimator(url: str) -> None:
+    x, y = iris_named()
+    with GradualClassifier(url, model_name="sk-kept", epochs=1) as model:
+        model.fit(x, y)
+    del model
+    assert "sk-kept" in model_names(url)
 
 
 def test_regressor_fits_and_scores(url: str) -> None:

@@ -2,25 +2,45 @@
 
 from __future__ import annotations
 
-import logging
-import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
-from pydantic import ValidationError
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from service.cli import datafiles
-from service.client import GradualClient
-from service.config import Settings
-from service.storage.db import migrate as migrations
+from service.cli.errors import (
+    EXIT_CODES_HELP,
+    DataFileError,
+    ExitCode,
+    ReportingGroup,
+    Unreachable,
+)
 
-app = typer.Typer(help="Gradual: online learning for PyTorch models.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from service.client import GradualClient
+    from service.config import Settings
+
+# Startup time is the user's: the commands that talk to a running service import only the
+# client (httpx; NumPy once data is sent or read); torch, the server and the database come
+# with `serve`, `migrate`, `check` and `demo`, inside them.
+app = typer.Typer(
+    help="Gradual: online learning for PyTorch models.",
+    epilog=EXIT_CODES_HELP,
+    no_args_is_help=True,
+    cls=ReportingGroup,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show the traceback of an error.")
+    ] = False,
+) -> None:
+    """Gradual: online learning for PyTorch models."""
 
 
 @app.command()
@@ -32,6 +52,11 @@ def serve(
     ),
 ) -> None:
     """Start the HTTP service (runs migrations first)."""
+    import logging
+    import signal
+
+    import uvicorn
+
     from service.app import create_app
 
     options = {"host": host, "port": port, "insecure": insecure or None}
@@ -61,18 +86,24 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 
 def _settings(**overrides: object) -> Settings:
     """Settings from the environment and options; a refusal is a message, not a traceback."""
+    from pydantic import ValidationError
+
+    from service.config import Settings
+
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         for problem in exc.errors():
             typer.echo(f"gradual: {problem['msg'].removeprefix('Value error, ')}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(ExitCode.USAGE) from None
 
 
 @app.command()
 def migrate() -> None:
     """Upgrade the database schema to the latest revision and exit."""
-    settings = Settings()
+    from service.storage.db import migrate as migrations
+
+    settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrations.upgrade(settings.resolved_database_url)
     typer.echo(f"database at head: {settings.resolved_database_url.split('@')[-1]}")
@@ -81,7 +112,7 @@ def migrate() -> None:
 @app.command()
 def check(
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Report only; change nothing.")
+        bool, typer.Option("--dry-run", help="Report only; write nothing at all.")
     ] = False,
     grace: Annotated[
         float, typer.Option(help="Leave files younger than this many seconds (a live service).")
@@ -90,15 +121,25 @@ def check(
     """Verify the registry against the weight store; repair what is safe (see SECURITY.md).
 
     Missing or corrupt version files are marked `missing` / `corrupt` (refused with a 410);
-    files no version refers to are deleted. Exit status 1 when anything was found."""
+    files no version refers to are deleted. A data directory that does not exist is refused
+    (nothing is created). Exit status 1 when anything was found."""
     from service.storage import consistency
-    from service.storage.db.engine import make_engine, make_sessionmaker
+    from service.storage.db import migrate as migrations
+    from service.storage.db.engine import make_engine, make_read_only_engine, make_sessionmaker
     from service.storage.registry import Registry
 
     settings = _settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    migrations.upgrade(settings.resolved_database_url)
-    engine = make_engine(settings.resolved_database_url)
+    _refuse_a_missing_data_dir(settings)
+    url = settings.resolved_database_url
+    if dry_run:
+        engine = make_read_only_engine(url)
+        if not migrations.at_head(engine):
+            engine.dispose()
+            _usage_error(f"the database at {_where(url)} is not at the latest schema: "
+                         "run `gradual migrate` first (a dry run changes nothing)")  # fmt: skip
+    else:
+        migrations.upgrade(url)
+        engine = make_engine(url)
     try:
         registry = Registry(make_sessionmaker(engine))
         report = consistency.check(
@@ -112,7 +153,28 @@ def check(
         f"{report.versions} versions, {report.files} files checked: "
         + ("consistent" if report.consistent else f"{len(report.findings)} findings")
     )
-    raise typer.Exit(0 if report.consistent else 1)
+    raise typer.Exit(ExitCode.OK if report.consistent else ExitCode.FAILED)
+
+
+def _refuse_a_missing_data_dir(settings: Settings) -> None:
+    """A check of nothing is no all-clear: the data directory (and, for the embedded SQLite
+    database, its file) must exist."""
+    if not settings.database_url and not settings.data_dir.is_dir():
+        _usage_error(f"no data directory at {settings.data_dir.resolve()} (GRADUAL_DATA_DIR)")
+    if not settings.weights_root.is_dir():
+        _usage_error(f"no weight store at {settings.weights_root.resolve()}")
+    database = settings.resolved_database_url.removeprefix("sqlite:///")
+    if database != settings.resolved_database_url and not Path(database).is_file():
+        _usage_error(f"no database at {database} (GRADUAL_DATABASE_URL)")
+
+
+def _where(url: str) -> str:
+    return url.split("@")[-1]
+
+
+def _usage_error(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(ExitCode.USAGE)
 
 
 # -- talking to a running service ---------------------------------------------------------
@@ -122,13 +184,24 @@ Token = Annotated[str | None, typer.Option(envvar="GRADUAL_TOKEN", help="Bearer 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
-def _client(url: str, token: str | None) -> GradualClient:
-    return GradualClient(url, token=token)
+@contextmanager
+def _client(url: str, token: str | None) -> Iterator[GradualClient]:
+    """A client that gives up on an unreachable service after one quick retry."""
+    from service.client import GradualClient, GradualConnectionError, RetryPolicy
+
+    try:
+        with GradualClient(url, token=token, retry=RetryPolicy(attempts=2)) as client:
+            yield client
+    except GradualConnectionError as error:
+        raise Unreachable(url, error.message) from error
 
 
 @app.command()
 def models(url: Url = DEFAULT_URL, token: Token = None) -> None:
     """List the models."""
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table("name", "task", "state", "step", "samples", "served", "head", "best")
     with _client(url, token) as client:
         for m in client.list():
@@ -159,7 +232,11 @@ def create(
     token: Token = None,
 ) -> None:
     """Create a model from spec options."""
-    layers = [int(width) for width in hidden.split(",") if width.strip()]
+    try:
+        layers = [int(width) for width in hidden.split(",") if width.strip()]
+    except ValueError:
+        hint = "widths separated by commas, e.g. 64,64"
+        raise typer.BadParameter(hint, param_hint="--hidden") from None
     spec = {
         "task": task, "inputs": inputs, "outputs": outputs, "hidden": layers,
         "activation": activation, "dropout": dropout,
@@ -183,22 +260,15 @@ def fit(
 ) -> None:
     """Stream a CSV, NDJSON or Parquet file into a model, with a progress bar.
 
-    Batch ids are the file's name and offset, so running it again never trains twice."""
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-    )
-    sent = 0
-    with _client(url, token) as client, progress:
-        task = progress.add_task(f"fitting {name}", total=None)
-        for index, (x, y) in enumerate(datafiles.batches(file, size=batch_size, target=target)):
-            if y is None:
-                raise typer.BadParameter(f"{file.name} has no target column {target!r}")
-            client.partial_fit(name, x, y, batch_id=f"{file.name}:{index}")
-            sent += len(x)
-            progress.update(task, completed=sent, description=f"fitting {name}")
+    Batch ids are the file's name and offset, so running it again never trains twice; the
+    last line counts the batches trained, already applied (duplicate) and refused."""
+    from service.cli.fit import fit_file
+
+    with _client(url, token) as client:
+        tally = fit_file(client, name, file, batch_size=batch_size, target=target)
         model = client.get(name)
     typer.echo(
-        f"{sent} rows sent; step {model.step}, {model.state}, serving v{model.served_version}"
+        f"{tally.summary()}; step {model.step}, {model.state}, serving v{model.served_version}"
     )
 
 
@@ -212,14 +282,27 @@ def predict(
 ) -> None:
     """Predict every row of a CSV, NDJSON or Parquet file (no target column); one per line."""
     with _client(url, token) as client:
-        for x, _ in datafiles.batches(file, size=1024, target=None):
+        for x in _unlabelled_batches(file):
             for label in client.predict(name, x, version=version).tolist():
                 typer.echo(label)
+
+
+def _unlabelled_batches(path: Path) -> Iterator[object]:
+    from service.cli import datafiles
+
+    try:
+        for x, _ in datafiles.batches(path, size=1024, target=None):
+            yield x
+    except (ValueError, KeyError, IndexError) as exc:
+        raise DataFileError(f"{path.name}: {exc}") from exc
 
 
 @app.command()
 def versions(name: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
     """A model's versions."""
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table("version", "step", "samples", "metrics", "reason", "status", "served")
     with _client(url, token) as client:
         for v in client.versions(name):
@@ -255,6 +338,8 @@ def demo(
     output: Path = Path("gradual-demo.png"),
 ) -> None:
     """A guided tour: early stopping on digits, then a rollback on corrupted labels."""
+    from rich.console import Console
+
     from service.cli import demo as tour
 
     tour.run(url, output, Console())

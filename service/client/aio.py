@@ -5,11 +5,10 @@ from __future__ import annotations
 import builtins
 from collections.abc import AsyncIterable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import anyio
 import httpx
-import numpy as np
 
 from service.client import calls, streaming
 from service.client.calls import Call
@@ -26,6 +25,9 @@ from service.client.results import (
 from service.client.retry import Outcome, RetryPolicy, Tally, wait_before_retry
 from service.client.streaming import Batch, next_id, record, with_last_async
 from service.client.sync import DEFAULT_URL, default_tls
+
+if TYPE_CHECKING:
+    import numpy as np
 
 T = TypeVar("T")
 
@@ -102,6 +104,8 @@ class AsyncGradualClient:
         return await self._send(calls.predict(name, inputs, version=version))
 
     async def predict(self, name: str, inputs: Any, version: int | None = None) -> np.ndarray:
+        import numpy as np
+
         return np.asarray((await self.prediction(name, inputs, version)).predictions)
 
     async def predict_proba(self, name: str, inputs: Any, version: int | None = None) -> np.ndarray:

@@ -2,16 +2,18 @@
 anything with `__array__`) as a safetensors body, which the service reads without parsing text.
 
 pandas is never imported here: a DataFrame or Series converts through NumPy's array protocol,
-so the client works, and stays light, where pandas is not installed.
+so the client works, and stays light, where pandas is not installed. NumPy itself is imported
+by the first call that sends data, so that the command line's other commands start faster.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import orjson
-from safetensors.numpy import save as save_arrays
+
+if TYPE_CHECKING:
+    import numpy as np
 
 JSON = "application/json"
 SAFETENSORS = "application/x-safetensors"
@@ -19,6 +21,8 @@ SAFETENSORS = "application/x-safetensors"
 
 def as_array(value: Any) -> np.ndarray | None:
     """A NumPy view of array data; None for a plain list or tuple (sent as JSON)."""
+    import numpy as np
+
     if isinstance(value, np.ndarray):
         return value
     if isinstance(value, list | tuple):
@@ -33,6 +37,8 @@ def as_array(value: Any) -> np.ndarray | None:
 def inputs_array(value: Any) -> np.ndarray:
     """Rows as a C-contiguous float32 matrix: what the service computes in anyway, at half
     the bytes of float64."""
+    import numpy as np
+
     array = as_array(value)
     array = np.asarray(value) if array is None else array
     if array.dtype.kind not in "biuf":
@@ -42,6 +48,8 @@ def inputs_array(value: Any) -> np.ndarray:
 
 def targets_array(value: Any) -> np.ndarray:
     """Labels stay whole numbers (int64); regression targets go as float32."""
+    import numpy as np
+
     array = as_array(value)
     array = np.asarray(value) if array is None else array
     if array.dtype.kind in "biu":
@@ -61,4 +69,6 @@ def json_body(payload: dict[str, Any]) -> bytes:
 
 
 def tensors_body(**arrays: np.ndarray) -> bytes:
+    from safetensors.numpy import save as save_arrays
+
     return bytes(save_arrays(arrays))

@@ -6,9 +6,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 R = TypeVar("R")
 
@@ -129,6 +130,8 @@ def parse_list(cls: type[R], body: Any, key: str) -> list[R]:
 
 
 def probabilities_of(prediction: Prediction) -> np.ndarray:
+    import numpy as np
+
     if prediction.probabilities is None:
         raise ValueError(f"model {prediction.model!r} is a regressor: it has no probabilities")
     return np.asarray(prediction.probabilities, dtype=np.float64)

@@ -9,11 +9,15 @@ like `MLPClassifier` without early stopping; pass `training={"holdout": 0.1, "pr
 
 Class labels of any type map to class ids `0..k-1` (`classes_`) and back. The estimators work
 in a `Pipeline` and in `cross_val_score`: each clone fits its own uniquely named model (unless
-`model_name` is fixed, which suits one estimator, not clones). Models stay on the service after
-the estimator is gone; `delete_model()` removes one.
+`model_name` is fixed, which suits one estimator, not clones).
 
-    model = make_pipeline(StandardScaler(), GradualClassifier("http://127.0.0.1:8000"))
-    model.fit(X_train, y_train).score(X_test, y_test)
+A model the estimator named itself (`sklearn-<random>`) is temporary: it is deleted from the
+service by `close()`, at the end of a `with` block, or when the estimator is garbage-collected
+(or the interpreter exits), so `cross_val_score` leaves nothing behind. A model with a fixed
+`model_name` stays on the service; `delete_model()` removes either kind.
+
+    with GradualClassifier("http://127.0.0.1:8000") as model:
+        model.fit(X_train, y_train).score(X_test, y_test)
 """
 
 # scikit-learn names the data `X`; its estimators' signatures are kept here.
@@ -22,14 +26,17 @@ the estimator is gone; `delete_model()` removes one.
 from __future__ import annotations
 
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Self
 
 import httpx
 import numpy as np
 
-from service.client import GradualClient, GradualClientError
+from service.client import GradualClient, GradualClientError, RetryPolicy
 from service.extras import require
 
 require("sklearn", extra="sklearn", purpose="the scikit-learn estimators")
@@ -47,9 +54,41 @@ def _request_rows(features: int, batch_size: int) -> int:
     return max(1, rows // batch_size) * batch_size
 
 
+@dataclass(frozen=True)
+class _Service:
+    """Where an estimator's models live; holds no connection (a finalizer keeps one of these,
+    never the estimator)."""
+
+    base_url: str | None
+    token: str | None
+    client: GradualClient | httpx.Client | None
+
+    @contextmanager
+    def open(self, retry: RetryPolicy | None = None) -> Iterator[GradualClient]:
+        """A client for one operation: the given one, or a fresh one closed afterwards."""
+        if isinstance(self.client, GradualClient):
+            yield self.client
+            return
+        with GradualClient(
+            self.base_url, token=self.token, http=self.client, retry=retry
+        ) as gradual:
+            yield gradual
+
+
+def _delete_quietly(service: _Service, name: str) -> None:
+    """A finalizer's deletion: it may run at interpreter exit, after the service or the given
+    httpx client is gone, so it gives up at once and raises nothing."""
+    try:
+        with service.open(RetryPolicy(attempts=1)) as gradual:
+            gradual.delete(name)
+    except (GradualClientError, RuntimeError):  # httpx: "the client has been closed"
+        pass
+
+
 class _GradualEstimator(BaseEstimator):  # type: ignore[misc]
     _task = "regression"
     model_name_: str
+    _finalizer: weakref.finalize[[_Service, str], Any]
 
     def __init__(
         self, base_url: str | None = None, *, model_name: str | None = None,
@@ -76,13 +115,37 @@ class _GradualEstimator(BaseEstimator):  # type: ignore[misc]
 
     @contextmanager
     def _gradual(self) -> Iterator[GradualClient]:
-        """A client for one operation: the given one, or a fresh one closed afterwards, so the
-        estimator itself holds no connection and pickles and clones cleanly."""
-        if isinstance(self.client, GradualClient):
-            yield self.client
-            return
-        with GradualClient(self.base_url, token=self.token, http=self.client) as gradual:
+        """A client for one operation, so the estimator itself holds no connection and pickles
+        and clones cleanly."""
+        with self._service().open() as gradual:
             yield gradual
+
+    def _service(self) -> _Service:
+        return _Service(self.base_url, self.token, self.client)
+
+    # -- the temporary model's lifetime ---------------------------------------------------
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:  # fmt: skip
+        self.close()
+
+    def close(self) -> None:
+        """Deletes the temporary model this estimator fitted (a fixed `model_name` is kept);
+        the estimator is then unfitted."""
+        if self.model_name is None:
+            self.delete_model()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A pickled (or deep-copied) estimator refers to the same model but does not own it:
+        the original's finalizer stays behind."""
+        state = dict(super().__getstate__())
+        state.pop("_finalizer", None)
+        return state
 
     def _training_section(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "holdout": 0.0, "promote": "manual"} | dict(
@@ -101,12 +164,17 @@ class _GradualEstimator(BaseEstimator):  # type: ignore[misc]
         with self._gradual() as gradual:
             gradual.create(name, spec, optimizer, self._training_section(), seed=self.seed)
         self.model_name_ = name
+        if self.model_name is None:  # temporary: deleted when the estimator is collected
+            self._finalizer = weakref.finalize(self, _delete_quietly, self._service(), name)
 
     def delete_model(self) -> None:
         """Deletes the service's model that this estimator fitted, if it still exists."""
         name = getattr(self, "model_name_", None)
         if name is None:
             return
+        finalizer = self.__dict__.pop("_finalizer", None)
+        if finalizer is not None:
+            finalizer.detach()
         with self._gradual() as gradual:
             try:
                 gradual.delete(name)

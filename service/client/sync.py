@@ -8,10 +8,9 @@ import ssl
 import time
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import httpx
-import numpy as np
 
 from service.client import calls, streaming
 from service.client.calls import Call
@@ -27,6 +26,9 @@ from service.client.results import (
 )
 from service.client.retry import Outcome, RetryPolicy, Tally, wait_before_retry
 from service.client.streaming import Batch, next_id, record, with_last
+
+if TYPE_CHECKING:
+    import numpy as np
 
 T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -128,6 +130,8 @@ class GradualClient:
     def predict(self, name: str, inputs: Any, version: int | None = None) -> np.ndarray:
         """Class ids (classification, binary) or values (regression) of the served version
         (or of `version`)."""
+        import numpy as np
+
         return np.asarray(self.prediction(name, inputs, version).predictions)
 
     def predict_proba(self, name: str, inputs: Any, version: int | None = None) -> np.ndarray:

@@ -329,10 +329,11 @@ class ModelHub:
             training = TrainingConfig.model_validate(live.status.training.model_dump() | changes)
         except ValidationError as exc:
             first = exc.errors()[0]
-            location = ".".join(str(part) for part in first["loc"]) or "training"
+            # Named as creation names them: the PATCH body is the model's `training` section.
+            location = ".".join(["training", *(str(part) for part in first["loc"])])
             raise InvalidInput(f"{location}: {first['msg']}", field=location) from None
-        _check_monitor(training, live.spec, field="monitor")
-        _check_buffer(training, live.spec, field="buffer_size")
+        _check_monitor(training, live.spec)
+        _check_buffer(training, live.spec)
         await self._command(name, "training", {"training": training.model_dump()})
         return training
 
@@ -474,13 +475,11 @@ def _consume(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def _check_monitor(
-    training: TrainingConfig, spec: NetworkSpec, *, field: str = "training.monitor"
-) -> None:
+def _check_monitor(training: TrainingConfig, spec: NetworkSpec) -> None:
     try:
         training.check_task(spec.task)
     except ValueError as exc:
-        raise InvalidInput(str(exc), field=field) from None
+        raise InvalidInput(str(exc), field="training.monitor") from None
 
 
 # The validation buffer is allocated whole on the device: rows × features is bounded so that a
@@ -488,14 +487,12 @@ def _check_monitor(
 MAX_BUFFER_VALUES = 50_000_000
 
 
-def _check_buffer(
-    training: TrainingConfig, spec: NetworkSpec, *, field: str = "training.buffer_size"
-) -> None:
+def _check_buffer(training: TrainingConfig, spec: NetworkSpec) -> None:
     values = training.buffer_size * (spec.inputs + spec.outputs)
     if values > MAX_BUFFER_VALUES:
         most = MAX_BUFFER_VALUES // (spec.inputs + spec.outputs)
         raise InvalidInput(
             f"buffer_size {training.buffer_size} × {spec.inputs} features is too large; "
             f"at most {most} rows for this spec",
-            field=field,
+            field="training.buffer_size",
         )

@@ -100,13 +100,19 @@ async function refreshModels() {
 function renderModels() {
   $("models-empty").hidden = state.models.length > 0;
   const rows = state.models.map((model) => {
-    const name = el("button", { text: model.name, className: "link", attrs: { type: "button" } });
+    // A long name is cut with an ellipsis; the whole name shows on hover.
+    const name = el("button", {
+      text: model.name,
+      className: "link name",
+      title: model.name,
+      attrs: { type: "button" },
+    });
     const row = el(
       "tr",
       { attrs: { "data-model": model.name } },
       el(
         "td",
-        {},
+        { className: "name" },
         name,
         el("div", { text: `step ${formatNumber(model.step)}`, className: "muted small" }),
       ),
@@ -126,6 +132,7 @@ function renderModels() {
 
 function renderModel(model) {
   $("model-title").textContent = model.name;
+  $("model-title").title = model.name;
   $("model-state").replaceWith(Object.assign(badge(model), { id: "model-state" }));
   $("model-reason").textContent = model.stopping_reason ? `stopped: ${model.stopping_reason}` : "";
   const last = chart.points[chart.points.length - 1] ?? {};
@@ -298,7 +305,7 @@ function renderVersions(list, model) {
       metricsCell(version.metrics, monitor),
       el("td", { text: version.reason }),
       el("td", { text: version.status, className: `status-${version.status}` }),
-      el("td", { text: DATE.format(new Date(version.created_at)), className: "muted nowrap" }),
+      el("td", { text: DATE.format(new Date(version.created_at)), className: "muted created" }),
       el("td", { className: "actions" }, promote, rollback),
     );
   });

@@ -31,6 +31,8 @@ M, V = "/v1/models", "/v1/models/{name}"
 EXPECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/healthz"): None, ("GET", "/readyz"): None,
     ("GET", "/"): None, ("GET", "/dashboard/{asset}"): None,
+    ("GET", "/docs"): None, ("GET", "/docs/oauth2-redirect"): None, ("GET", "/redoc"): None,
+    ("GET", "/docs/assets/{asset}"): None,
     ("GET", "/v2/health/live"): None, ("GET", "/v2/health/ready"): None,
     ("GET", "/metrics"): "read", ("GET", "/v2"): "read",
     ("GET", M): "read", ("GET", V): "read", ("POST", f"{V}/predict"): "read",

@@ -63,13 +63,35 @@ def test_check_reports_without_changing_anything_on_a_dry_run(
 ) -> None:
     _, files = written(settings)
     orphans = damage(files, settings.weights_root)
+    before = contents(settings.data_dir)
     code, output = run_check(settings, monkeypatch, "--dry-run")
+    assert contents(settings.data_dir) == before  # not a byte, not a -wal file, not a mtime
     assert code == 1
     assert "m v2: missing" in output
     assert "m v3: corrupt" in output
     assert output.count("orphan") == 3
     assert "5 findings" in output
     assert all(path.exists() for path in orphans)
+
+
+def contents(folder: Path) -> dict[str, tuple[int, bytes]]:
+    return {
+        str(path.relative_to(folder)): (path.stat().st_mtime_ns, path.read_bytes())
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_a_dry_run_refuses_a_data_directory_that_does_not_exist_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GRADUAL_DATABASE_URL", raising=False)
+    monkeypatch.setenv("GRADUAL_DATA_DIR", "elsewhere")
+    result = CliRunner().invoke(cli, ["check", "--dry-run"])
+    assert result.exit_code == 2
+    assert f"error: no data directory at {tmp_path / 'elsewhere'}" in result.output
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_check_repairs_what_it_safely_can_and_is_then_consistent(

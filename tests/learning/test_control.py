@@ -102,7 +102,7 @@ def test_patch_training_refuses_an_unknown_key_naming_it(client: TestClient) -> 
     create(client)
     response = patch(client, {"patience": 3, "patiance": 4})
     assert response.status_code == 422
-    assert response.json()["field"] == "patiance"
+    assert response.json()["field"] == "training.patiance"
     assert model_state(client, "m")["training"]["patience"] == 10  # nothing applied
 
 
@@ -118,7 +118,7 @@ def test_patch_training_refuses_a_bad_value_naming_the_field(
     before = model_state(client, "m")["training"]
     response = patch(client, {field: value})
     assert response.status_code == 422
-    assert response.json()["field"] == field
+    assert response.json()["field"] == f"training.{field}"  # as creation names it
     assert model_state(client, "m")["training"] == before
 
 
@@ -126,7 +126,7 @@ def test_patch_monitor_that_does_not_fit_the_task_names_the_field(client: TestCl
     create(client)
     response = patch(client, {"monitor": "val_mae"})
     assert response.status_code == 422
-    assert response.json()["field"] == "monitor"
+    assert response.json()["field"] == "training.monitor"  # as creation names it
 
 
 def test_patch_monitor_measures_improvement_in_the_new_metric(client: TestClient) -> None:

@@ -37,4 +37,4 @@ def test_a_validation_buffer_too_large_for_memory_is_refused(client: TestClient)
     body["training"]["buffer_size"] = 500
     assert client.post("/v1/models", json=body).status_code == 201
     patched = client.patch("/v1/models/wide/training", json={"buffer_size": 100_000})
-    assert (patched.status_code, patched.json()["field"]) == (422, "buffer_size")
+    assert (patched.status_code, patched.json()["field"]) == (422, "training.buffer_size")

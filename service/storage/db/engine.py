@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -43,3 +44,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, wait_for_disk: bool)
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_only_engine(url: str) -> Engine:
+    """An engine that cannot write (for `gradual check --dry-run`). SQLite opens the file
+    read-only, with none of the service's pragmas (setting WAL mode is itself a write); a file
+    left without its `-wal` by a clean stop is opened as immutable, so that no `-wal` or `-shm`
+    file is created beside it either. Other databases get a plain engine: only reads are sent."""
+    path = url.removeprefix("sqlite:///")
+    if path == url:
+        return create_engine(url, pool_pre_ping=True)
+    mode = "mode=ro" if Path(f"{path}-wal").exists() else "immutable=1"
+    return create_engine(f"sqlite:///file:{path}?{mode}&uri=true")
