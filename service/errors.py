@@ -160,6 +160,17 @@ class StorageFull(GradualError):
         self.retry_after = retry_after
 
 
+class VersionNotWritten(StorageFull):
+    """Replay: this record's version failed to write when the record first ran (a later
+    version holds its batches), so the replay fails at the same point the first run did."""
+
+    def __init__(self, seq: int) -> None:
+        super().__init__(
+            f"record {seq}'s version was not written when it first ran", resource="weights",
+            retry_after=0.0,
+        )  # fmt: skip
+
+
 class StorageUnavailable(Unavailable):
     """A directory the change must be written to is read-only or gone (as `StorageFull`)."""
 

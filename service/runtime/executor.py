@@ -28,6 +28,7 @@ from service.errors import (
     StorageFull,
     StorageUnavailable,
     Unavailable,
+    VersionNotWritten,
 )
 from service.kinds import RecordKind
 from service.learning.checkpoint import Checkpoint
@@ -206,7 +207,8 @@ class Executor:
 
     def _after_steps(self, exc: Exception) -> bool:
         """Whether `exc` is a write of the batch's round failing: its steps were taken."""
-        return isinstance(exc, DBAPIError) or self.storage.classify(exc) is not None
+        written_late = isinstance(exc, DBAPIError | VersionNotWritten)
+        return written_late or self.storage.classify(exc) is not None
 
     def _tensors(self, record: Record) -> tuple[torch.Tensor, torch.Tensor]:
         inputs: np.ndarray = record.arrays["inputs"]

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from service import crashpoints
+from service.errors import VersionNotWritten
 from service.kinds import EventKind, MoveKind
 from service.learning.head import TrainingHead
 from service.learning.ledger import BatchLedger
@@ -100,6 +101,8 @@ class ModelRecorder:
             if existing is not None:
                 self.ledger.recorded(batch_ids)
                 return existing
+            if self.registry.any_recorded(self.model_id, batch_ids):
+                raise VersionNotWritten(self._seq())
         pointers = replace(pointers, batch_ids=tuple(batch_ids), seq=self.seq)
         file = self.store.write(self.model_id, head.checkpoint({"control": pointers.control}))
         new = NewVersion(

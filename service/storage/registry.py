@@ -186,6 +186,19 @@ class Registry:
             ).all()
         return list(reversed(ids))
 
+    def any_recorded(self, model_id: int, batch_ids: Sequence[str]) -> bool:
+        """Whether a version already recorded one of these batch ids."""
+        if not batch_ids:
+            return False
+        with self._sessions() as session:
+            found = session.scalar(
+                select(AppliedBatchRow.id)
+                .where(AppliedBatchRow.model_id == model_id)
+                .where(AppliedBatchRow.batch_id.in_(list(batch_ids)))
+                .limit(1)
+            )
+        return found is not None
+
     def versions(self, model_id: int) -> Sequence[VersionRow]:
         with self._sessions() as session:
             return session.scalars(
