@@ -160,12 +160,13 @@ class OnlineLearner:
     def _scored_by_first_step(self, held_out: np.ndarray) -> bool:
         """Whether the first training step's forward pass is the prequential score: it runs on
         the head before any step, and here nothing makes it differ from `evaluate`'s pass (no
-        held-out row, one mini-batch, no dropout, normalizer, noise, autocast or compiled
+        held-out row, one mini-batch, no dropout, normalizers, noise, autocast or compiled
         step, whose rounding may differ), so the batch is scored without a pass of its own."""
         return (
             not held_out.any()
             and held_out.shape[0] <= self.training.batch_size
             and self.head.network.normalizer is None
+            and self.head.network.target_normalizer is None
             and self.spec.dropout == 0.0
             and self.training.augment_noise == 0.0
             and self.limits.autocast is None
