@@ -21,7 +21,7 @@ MONITORS_BY_TASK: dict[str, set[str]] = {
 # Fields added after models were already stored, with the values that reproduce how those
 # models learned before them: a stored section without them must replay its log bit for bit.
 BEFORE_REPLAY: dict[str, object] = {
-    "replay": 0, "steps_per_batch": 1, "lr_schedule": "constant", "rollback_evidence": None,
+    "replay": 0, "steps_per_batch": 1, "lr_schedule": "constant", "evidence": None,
     "drift_min_rows": 0,
 }  # fmt: skip
 
@@ -49,11 +49,12 @@ class TrainingConfig(StrictModel):
     divergence_threshold: float | None = None
     restore_best: bool = True
     rollback_tolerance: float | None = Field(default=0.2, ge=0.0)
-    rollback_evidence: float | None = Field(
+    evidence: float | None = Field(
         default=3.0, gt=0.0, le=100.0,
-        description="A degradation rolls back only when the head is worse than the best version "
-        "on the same validation rows by more than this many standard errors of the per-row "
-        "difference (null: the relative tolerance alone).",
+        description="Standard errors by which a degradation must exceed the noise before it "
+        "counts: a rollback (the head against the best version, paired on the same validation "
+        "rows) or a drift (the served version on fresh rows against at the stop); null: the "
+        "relative tolerances alone.",
     )  # fmt: skip
     promote: Literal["best", "latest", "manual"] = "best"
     resume_on_drift: bool = True

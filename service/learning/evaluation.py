@@ -7,7 +7,7 @@ from torch import nn
 
 from models.losses import make_loss, shape_targets
 from models.spec import NetworkSpec
-from service.learning.rules import Paired
+from service.learning.rules import Paired, Spread
 
 Metrics = dict[str, float]
 
@@ -24,15 +24,44 @@ def paired(
     y: torch.Tensor,
 ) -> Paired | None:  # fmt: skip
     """`head` and `best` row by row on the same rows (None for a metric with no per-row value,
-    R²): their means and the standard error of the mean per-row difference."""
+    R²): their means and the standard error of the mean per-row difference. A row held more
+    than once (a stream that comes round again) counts once: copies are no evidence."""
     ours = per_row(spec, metric, _eval_outputs(head, x), y)
     theirs = per_row(spec, metric, _eval_outputs(best, x), y)
-    if ours is None or theirs is None or ours.shape[0] < 2:
+    if ours is None or theirs is None:
         return None
-    diff = (ours - theirs).double()
-    stderr = diff.std() / diff.shape[0] ** 0.5
-    values = torch.stack([ours.double().mean(), theirs.double().mean(), stderr]).tolist()
+    _, distinct = torch.unique(x, dim=0, return_inverse=True)
+    ours, theirs = _per_distinct(ours, distinct), _per_distinct(theirs, distinct)
+    if ours.shape[0] < 2:
+        return None
+    stderr = (ours - theirs).std() / ours.shape[0] ** 0.5
+    values = torch.stack([ours.mean(), theirs.mean(), stderr]).tolist()
     return Paired(*values)
+
+
+@torch.no_grad()
+def spread(
+    network: nn.Module, spec: NetworkSpec, metric: str, x: torch.Tensor, y: torch.Tensor
+) -> Spread | None:
+    """`network`'s per-row `metric` on the rows: mean and standard error, each distinct row
+    counted once (None for R², or fewer than two distinct rows)."""
+    values = per_row(spec, metric, _eval_outputs(network, x), y)
+    if values is None:
+        return None
+    _, distinct = torch.unique(x, dim=0, return_inverse=True)
+    values = _per_distinct(values, distinct)
+    if values.shape[0] < 2:
+        return None
+    mean, stderr = torch.stack([values.mean(), values.std() / values.shape[0] ** 0.5]).tolist()
+    return Spread(mean, stderr)
+
+
+def _per_distinct(values: torch.Tensor, distinct: torch.Tensor) -> torch.Tensor:
+    """The mean of `values` over each group of identical rows (float64)."""
+    groups = int(distinct.max()) + 1
+    sums = torch.zeros(groups, dtype=torch.float64, device=values.device)
+    sums.index_add_(0, distinct, values.double())
+    return sums / torch.bincount(distinct, minlength=groups).double()
 
 
 def per_row(

@@ -24,17 +24,19 @@ from models.spec import OptimizerSpec
 from service.learning.buffer import ValidationBuffer
 from service.learning.config import TrainingConfig
 from service.learning.early_stopping import EarlyStopper, StopperState, better
-from service.learning.evaluation import Metrics, evaluate, metrics_of, paired
+from service.learning.evaluation import Metrics, evaluate, metrics_of, paired, spread
 from service.learning.head import HeadState, TrainingHead
 from service.learning.holdout import holdout_mask
 from service.learning.race import Candidate, Race
 from service.learning.racing import race_round, train_followers
 from service.learning.replay import ReplayBuffer
 from service.learning.rules import (
+    Spread,
     drifted,
     fresh_enough,
     needs_evidence,
     rollback_reason,
+    significant_drift,
     significantly_worse,
 )
 from service.learning.schedule import Plateau, after_round, learning_rate
@@ -68,6 +70,7 @@ class Control:
     last_round_step: int = 0
     idle_steps: int = 0  # mini-batch-sized chunks received while stopped
     fresh_rows: int = 0  # rows that reached the validation buffer since the stop
+    spread_at_stop: list[float] | None = None  # the served version's per-row mean and stderr
     step: int = 0
     samples_seen: int = 0
     plateau: Plateau = field(default_factory=Plateau)  # reduce_on_plateau's state
@@ -225,7 +228,7 @@ class OnlineLearner:
         head against the best version row by row on the same validation rows."""
         mode, tolerance = self.training.resolved_mode, self.training.rollback_tolerance
         reason = rollback_reason(score, self.best.score, mode, tolerance)
-        evidence = self.training.rollback_evidence
+        evidence = self.training.evidence
         if reason != "degraded" or evidence is None or tolerance is None:
             return reason
         assert self.best.score is not None
@@ -324,8 +327,7 @@ class OnlineLearner:
             self.head.load_state(self.best.state, counters=False)
             self.head_version = self.best.version
         self.control.state, self.control.stopping_reason = "stopped", reason
-        self.control.served_score_at_stop = self.score_served()
-        self.control.fresh_rows = 0
+        self._note_served_at_stop()
         data = {
             "reason": reason, "score": _finite_or_none(score), "best": self.best.score,
             "served_score": self.control.served_score_at_stop,
@@ -352,12 +354,35 @@ class OnlineLearner:
             return
         at_stop = self.control.served_score_at_stop
         mode, tolerance = self.training.resolved_mode, self.training.drift_tolerance
-        if not drifted(score, at_stop, mode, tolerance):
+        if not drifted(score, at_stop, mode, tolerance) or not self._drift_is_significant():
             return
         data = {"score": _finite_or_none(score), "at_stop": at_stop}
         self.recorder.event("drift", self.served.version, data)
         if self.training.resume_on_drift:
             self.resume("drift")
+
+    def _note_served_at_stop(self) -> None:
+        self.control.served_score_at_stop = self.score_served()
+        self.control.fresh_rows = 0
+        found = self._served_spread(*self.buffer.tensors()) if self.buffer.size else None
+        self.control.spread_at_stop = None if found is None else [found.mean, found.stderr]
+
+    def _served_spread(self, x: torch.Tensor, y: torch.Tensor) -> Spread | None:
+        if self.training.evidence is None:
+            return None
+        return spread(self.served.network, self.spec, self.training.metric, x, y)
+
+    def _drift_is_significant(self) -> bool:
+        """A relative drift, confirmed against the noise when `evidence` is set: the served
+        version on the fresh rows against itself on the rows at the stop."""
+        evidence, at_stop = self.training.evidence, self.control.spread_at_stop
+        if evidence is None or at_stop is None or self.training.drift_min_rows == 0:
+            return True
+        rows = min(self.control.fresh_rows, self.buffer.size)
+        fresh = self._served_spread(*self.buffer.newest(rows))
+        if fresh is None:
+            return True
+        return significant_drift(fresh, Spread(*at_stop), self.training.resolved_mode, evidence)
 
     def _score_fresh(self) -> float | None:
         """The served version's score on the rows that arrived since the stop, once there are
@@ -410,8 +435,7 @@ class OnlineLearner:
 
     def stop(self) -> None:
         self.control.state, self.control.stopping_reason = "stopped", "manual"
-        self.control.served_score_at_stop = self.score_served()
-        self.control.fresh_rows = 0
+        self._note_served_at_stop()
         self.recorder.move("stop", None, Pointers(self.control_state()), {"reason": "manual"})
 
     # -- by hand --------------------------------------------------------------------------
@@ -476,7 +500,9 @@ class OnlineLearner:
         if changed:  # a loss is no yardstick for an accuracy, nor a minimum for a maximum
             self._forget_scores()
             if self.control.state == "stopped":
-                self.control.served_score_at_stop = self.score_served()
+                fresh = self.control.fresh_rows
+                self._note_served_at_stop()
+                self.control.fresh_rows = fresh
 
     # -- scores ---------------------------------------------------------------------------
 

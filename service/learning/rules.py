@@ -23,6 +23,14 @@ class Paired:
     stderr: float
 
 
+@dataclass(frozen=True)
+class Spread:
+    """A version's per-row values on some rows: their mean and its standard error."""
+
+    mean: float
+    stderr: float
+
+
 def relative_worsening(score: float, reference: float, mode: Mode) -> float:
     """How much worse `score` is than `reference`, relative to |reference| (≤ 0 when not worse)."""
     worse_by = score - reference if mode == "min" else reference - score
@@ -66,6 +74,15 @@ def drifted(score: float, at_stop: float | None, mode: Mode, tolerance: float) -
     if not math.isfinite(score):
         return True
     return relative_worsening(score, at_stop, mode) > tolerance
+
+
+def significant_drift(fresh: Spread, at_stop: Spread, mode: Mode, evidence: float) -> bool:
+    """The served version does worse on fresh rows than on the rows at the stop by more than
+    `evidence` standard errors of the difference (two independent samples)."""
+    if not math.isfinite(fresh.mean):
+        return True
+    worse_by = fresh.mean - at_stop.mean if mode == "min" else at_stop.mean - fresh.mean
+    return worse_by > evidence * math.hypot(fresh.stderr, at_stop.stderr)
 
 
 def fresh_enough(fresh_rows: int, minimum: int, capacity: int) -> bool:

@@ -9,10 +9,12 @@ import pytest
 from service.learning.early_stopping import Mode
 from service.learning.rules import (
     Paired,
+    Spread,
     drifted,
     fresh_enough,
     needs_evidence,
     rollback_reason,
+    significant_drift,
     significantly_worse,
 )
 
@@ -94,3 +96,17 @@ def test_significantly_worse(
 )
 def test_fresh_enough(fresh: int, minimum: int, capacity: int, expected: bool) -> None:
     assert fresh_enough(fresh, minimum, capacity) is expected
+
+
+@pytest.mark.parametrize(
+    ("fresh", "at_stop", "mode", "expected"),
+    [
+        (Spread(0.0106, 0.004), Spread(0.0017, 0.001), "min", False),  # 6× a tiny loss: noise
+        (Spread(1.9, 0.1), Spread(0.2, 0.02), "min", True),  # the world moved
+        (Spread(0.60, 0.05), Spread(0.95, 0.01), "max", True),
+        (Spread(0.90, 0.03), Spread(0.95, 0.01), "max", False),
+        (Spread(math.nan, 0.0), Spread(0.2, 0.02), "min", True),
+    ],
+)
+def test_significant_drift(fresh: Spread, at_stop: Spread, mode: Mode, expected: bool) -> None:
+    assert significant_drift(fresh, at_stop, mode, 3.0) is expected
