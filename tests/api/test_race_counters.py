@@ -93,7 +93,9 @@ def test_counters_never_go_back_when_a_reopened_candidate_takes_the_lead(
         halvings = events(client, "digits", "race_halved")
         return any(h["data"]["step"] > at_reopening for h in halvings)
 
+    leader_before = events(client, "digits", "race_halved")[-1]["data"]["leader"]
     stream_until(client, counters, moved, new_leader)
+    assert events(client, "digits", "race_halved")[-1]["data"]["leader"] != leader_before
     for line in moved[:8]:
         counters.check(fit(client, "digits", line))
 
