@@ -161,7 +161,8 @@ def measure(opts: Options) -> Measured:
             if "service" in chosen:
                 streamed = _service_scores(server, data, scores, opts)
             if "churn" in chosen:
-                long = streams(opts, opts.args.churn_passes, CHURN_STREAMS)
+                names = CHURN_STREAMS[:1] if opts.smoke else CHURN_STREAMS
+                long = streams(opts, opts.args.churn_passes, names)
                 churn = [_churn(server, each, opts) for each in long]
     return Measured(scores, streamed, churn)
 
@@ -289,10 +290,10 @@ def churn_figures(churn: list[Churn]) -> list[Row]:
     for c in churn:
         rows.append(Row(f"rollbacks per 1000 rounds, {c.stream} × {c.passes}",
                         f"{c.per_1000(c.rollbacks):.1f}", f"{c.rounds} rounds",
-                        c.per_1000(c.rollbacks), "0", unit="per 1000"))  # fmt: skip
+                        c.per_1000(c.rollbacks), "0", unit="per-1000-rounds"))  # fmt: skip
         rows.append(Row(f"stop → resume cycles per 1000 rounds, {c.stream} × {c.passes}",
                         f"{c.per_1000(c.resumes):.1f}", f"{c.stops} stops",
-                        c.per_1000(c.resumes), "0", unit="per 1000"))  # fmt: skip
+                        c.per_1000(c.resumes), "0", unit="per-1000-rounds"))  # fmt: skip
     return rows
 
 
