@@ -26,7 +26,7 @@ class Stream:
 
     name: str
     x: np.ndarray  # float32 (rows, features)
-    y: np.ndarray  # int64 class ids
+    y: np.ndarray  # int64 class ids, or float32 values (regression: `classes` 0)
     classes: int
     pass_rows: int
 
@@ -36,16 +36,42 @@ class Stream:
 
     @property
     def task(self) -> str:
+        if self.classes == 0:
+            return "regression"
         return "binary" if self.classes == 2 else "classification"
 
 
 def stream(name: str, passes: int, *, seed: int = 0) -> Stream:
-    loader = {"digits": load_digits, "cancer": load_breast_cancer}[name]
-    x, y = loader(return_X_y=True)
+    x, y = LOADERS[name]()
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(len(x)) for _ in range(passes)])
+    if y.dtype.kind == "f":
+        return Stream(name, x[order].astype(np.float32), y[order].astype(np.float32), 0, len(x))
     classes = int(y.max()) + 1
     return Stream(name, x[order].astype(np.float32), y[order].astype(np.int64), classes, len(x))
+
+
+def _river(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """One of the data sets River ships inside its wheel (no download), as arrays: features in
+    the file's order, string labels numbered in sorted order."""
+    from river import datasets
+
+    rows = list(getattr(datasets, name)())
+    keys = list(rows[0][0])
+    x = np.array([[float(row[k]) for k in keys] for row, _ in rows])
+    targets = [target for _, target in rows]
+    if isinstance(targets[0], str):
+        labels = {label: i for i, label in enumerate(sorted(set(targets)))}
+        return x, np.array([labels[t] for t in targets], dtype=np.int64)
+    return x, np.array(targets, dtype=np.float64)
+
+
+LOADERS: dict[str, Any] = {
+    "digits": lambda: load_digits(return_X_y=True),
+    "cancer": lambda: load_breast_cancer(return_X_y=True),
+    "segments": lambda: _river("ImageSegments"),  # 2,310 × 18, 7 classes
+    "trump": lambda: _river("TrumpApproval"),  # 1,001 × 6 (a date ordinal), regression
+}
 
 
 class Learner(Protocol):
@@ -53,7 +79,7 @@ class Learner(Protocol):
 
     def cpu_seconds(self) -> float: ...  # CPU time of whatever does the learning, so far
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray: ...  # (rows, classes)
+    def predict_proba(self, x: np.ndarray) -> np.ndarray: ...  # (rows, classes); (rows,) values
 
     def learn(self, x: np.ndarray, y: np.ndarray) -> None: ...
 
@@ -90,6 +116,53 @@ class RiverLogistic(InProcess):
     def learn(self, x: np.ndarray, y: np.ndarray) -> None:
         for row, label in zip(_dicts(x), y.tolist(), strict=True):
             self.model.learn_one(row, label)
+
+
+class RiverLearner(InProcess):
+    """Any River pipeline, one row at a time: `predict_proba` answers probabilities for a
+    classifier and values for a regressor."""
+
+    def __init__(self, data: Stream, name: str, model: Any) -> None:
+        self.name, self.model, self.classes = name, model, data.classes
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        if self.classes == 0:
+            return np.array([self.model.predict_one(row) or 0.0 for row in _dicts(x)])
+        out = np.full((len(x), self.classes), 1.0 / self.classes)
+        for i, row in enumerate(_dicts(x)):
+            for label, p in self.model.predict_proba_one(row).items():
+                out[i, int(label)] = p
+        return out
+
+    def learn(self, x: np.ndarray, y: np.ndarray) -> None:
+        for row, target in zip(_dicts(x), y.tolist(), strict=True):
+            self.model.learn_one(row, target)
+
+
+def river_learners(data: Stream) -> dict[str, Any]:
+    """The River learners people reach for on this kind of stream, by short name."""
+    from river import linear_model, multiclass, neighbors, preprocessing, tree
+
+    scaled = preprocessing.StandardScaler
+    if data.classes == 0:
+        return {
+            "river-linear": lambda: RiverLearner(data, "River StandardScaler | LinearRegression "
+                "(TargetStandardScaler)", preprocessing.TargetStandardScaler(
+                    scaled() | linear_model.LinearRegression())),
+            "river-knn": lambda: RiverLearner(data, "River StandardScaler | KNNRegressor",
+                scaled() | neighbors.KNNRegressor()),
+            "river-tree": lambda: RiverLearner(data, "River HoeffdingAdaptiveTreeRegressor",
+                tree.HoeffdingAdaptiveTreeRegressor(seed=0)),
+        }  # fmt: skip
+    return {
+        "river": lambda: RiverLogistic(data),
+        "river-knn": lambda: RiverLearner(data, "River StandardScaler | KNNClassifier",
+            scaled() | neighbors.KNNClassifier()),
+        "river-tree": lambda: RiverLearner(data, "River HoeffdingAdaptiveTreeClassifier",
+            tree.HoeffdingAdaptiveTreeClassifier(seed=0)),
+        "river-ovr": lambda: RiverLearner(data, "River StandardScaler | LogisticRegression (OvR)",
+            scaled() | multiclass.OneVsRestClassifier(linear_model.LogisticRegression())),
+    }  # fmt: skip
 
 
 def _dicts(x: np.ndarray) -> list[dict[int, float]]:
@@ -173,6 +246,8 @@ class Service:
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         body = orjson.dumps({"inputs": x.tolist()})
         answer = self._post(f"/v1/models/{self.model}/predict", body)
+        if answer.get("probabilities") is None:  # regression: the values
+            return np.asarray(answer["predictions"], dtype=np.float64).reshape(len(x))
         return np.asarray(answer["probabilities"], dtype=np.float64)
 
     def learn(self, x: np.ndarray, y: np.ndarray) -> None:
@@ -181,11 +256,16 @@ class Service:
             answer = self._post(path, _npy(x, y), NPY)
         else:
             answer = self._post(path, orjson.dumps({"inputs": x.tolist(), "targets": y.tolist()}))
-        self.head_correct += round(answer["prequential"]["accuracy"] * len(x))
+        self.head_correct += round(answer["prequential"].get("accuracy", 0.0) * len(x))
         self.trained = answer["trained"] > 0  # a stopped model answers without training
 
     def state(self) -> dict[str, Any]:
         found: dict[str, Any] = self.runner.run(self.connection.get(f"/v1/models/{self.model}"))
+        return found
+
+    def events(self) -> list[dict[str, Any]]:
+        path = f"/v1/models/{self.model}/events"
+        found: list[dict[str, Any]] = self.runner.run(self.connection.get(path))["events"]
         return found
 
     def close(self) -> None:
@@ -198,7 +278,8 @@ class Service:
 
 
 def _npy(x: np.ndarray, y: np.ndarray) -> bytes:
-    table = np.zeros(len(x), dtype=[("inputs", "<f4", (x.shape[1],)), ("targets", "<i8")])
+    target = "<f4" if y.dtype.kind == "f" else "<i8"
+    table = np.zeros(len(x), dtype=[("inputs", "<f4", (x.shape[1],)), ("targets", target)])
     table["inputs"], table["targets"] = x, y
     buffer = io.BytesIO()
     np.save(buffer, table, allow_pickle=False)
@@ -211,31 +292,35 @@ def _npy(x: np.ndarray, y: np.ndarray) -> bytes:
 @dataclass(frozen=True)
 class Score:
     learner: str
-    first_pass: float  # prequential accuracy over the first pass
-    accuracy: float  # over all passes
-    log_loss: float
+    first_pass: float  # prequential accuracy over the first pass (regression: MAE)
+    accuracy: float  # over all passes (regression: MAE)
+    log_loss: float  # (regression: the MAE of the last pass)
     samples_per_s: float  # rows ÷ seconds spent in `learn` calls that trained
     per_cpu_s: float  # rows learned ÷ CPU-seconds of the learner (the server's, for the service)
 
 
 def prequential(learner: Learner, data: Stream, chunk: int) -> Score:
     """Each chunk of `chunk` rows is scored by the learner as it stands, then learned."""
-    correct = np.zeros(len(data.y), dtype=bool)
+    correct = np.zeros(len(data.y), dtype=np.float64)  # regression: absolute errors
     nll = np.zeros(len(data.y))
     learning = cpu = 0.0
     learned = 0  # rows of the calls that trained: only those are timed
     for start in range(0, len(data.y), chunk):
         x, y = data.x[start : start + chunk], data.y[start : start + chunk]
         proba = learner.predict_proba(x)
-        correct[start : start + chunk] = proba.argmax(axis=1) == y
-        nll[start : start + chunk] = -np.log(np.clip(proba[np.arange(len(y)), y], 1e-15, 1.0))
+        if data.classes == 0:
+            correct[start : start + chunk] = np.abs(proba - y)
+        else:
+            correct[start : start + chunk] = proba.argmax(axis=1) == y
+            nll[start : start + chunk] = -np.log(np.clip(proba[np.arange(len(y)), y], 1e-15, 1))
         begin, begin_cpu = time.perf_counter(), learner.cpu_seconds()
         learner.learn(x, y)
         if getattr(learner, "trained", True):
             learning += time.perf_counter() - begin
             cpu += learner.cpu_seconds() - begin_cpu
             learned += len(y)
+    last = float(correct[-data.pass_rows :].mean()) if data.classes == 0 else float(nll.mean())
     return Score(
         learner.name, float(correct[: data.pass_rows].mean()), float(correct.mean()),
-        float(nll.mean()), learned / max(learning, 1e-9), learned / max(cpu, 1e-9),
+        last, learned / max(learning, 1e-9), learned / max(cpu, 1e-9),
     )  # fmt: skip

@@ -5,15 +5,21 @@ HTTP, beside the online learners people reach for, on the same rows in the same 
     python -m bench.prequential --only service --training steps_per_batch=1 --optimizer lr=0.001
 
 Streams: scikit-learn's digits (1,797 rows, 64 features, 10 classes) and breast cancer (569
-rows, 30 features, binary), each repeated in `--passes` shuffled passes. Every learner sees
-the stream in chunks of `--chunk` rows (one HTTP request each for the service): it predicts
+rows, 30 features, binary), and two data sets River ships in its wheel: ImageSegments (2,310
+rows, 18 features, 7 classes) and TrumpApproval (1,001 rows, 6 features, one a date ordinal near
+736,000; regression, scored by MAE), each repeated in `--passes` shuffled passes. Every learner
+sees the stream in chunks of `--chunk` rows (one HTTP request each for the service): it predicts
 a chunk with the model as it stands (for the service: the served version, `POST .../predict`),
 then learns it (`POST .../partial-fit`). The service's model is created with only `task`,
-`inputs` and `outputs`: every other field at its default. Beside it: River's
-`StandardScaler | LogisticRegression` (one-vs-rest for digits), scikit-learn's
-`MLPClassifier(64).partial_fit` per chunk, and a raw PyTorch loop (the same 64-unit MLP,
-Adam 1e-3, no scaling) at batch 1 and batch 32. Learning samples/s: rows ÷ seconds spent in
-the learn call (an HTTP round trip for the service).
+`inputs` and `outputs`: every other field at its default. Beside it: River's `StandardScaler |
+LogisticRegression` (one-vs-rest for digits), scikit-learn's `MLPClassifier(64).partial_fit` per
+chunk, and a raw PyTorch loop (the same 64-unit MLP, Adam 1e-3, no scaling) at batch 1 and batch
+32; on River's streams, River's usual learners (linear, k-nearest neighbours, Hoeffding adaptive
+tree). Learning samples/s: rows ÷ seconds spent in the learn call (an HTTP round trip for the
+service).
+
+Churn: the service alone on digits, breast cancer and ImageSegments, `--churn-passes` (20)
+clean shuffled passes each: rollbacks and stop → resume cycles per 1,000 rounds.
 """
 
 from __future__ import annotations
@@ -40,12 +46,14 @@ from bench.learners import (
     Stream,
     TorchLoop,
     prequential,
+    river_learners,
     stream,
 )
 from bench.servers import Server, gradual
 from bench.wire import Connection
 
-STREAMS = ("digits", "cancer")
+STREAMS = ("digits", "cancer", "segments", "trump")
+CHURN_STREAMS = ("digits", "cancer", "segments")
 SMOKE_ROWS = 400
 Baseline = Callable[[Stream], Learner]
 BASELINES: dict[str, Baseline] = {
@@ -63,8 +71,14 @@ def extend(parser: argparse.ArgumentParser) -> None:
         "--npy", action="store_true", help="partial-fit bodies as .npy instead of JSON"
     )
     parser.add_argument(
-        "--only", choices=["service", *BASELINES], action="append", help="(repeatable)"
+        "--only", action="append",
+        help="service, a baseline (river, sklearn, torch1, torch32, river-knn, river-tree, "
+        "river-ovr, river-linear) or churn (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--churn-passes", type=int, default=20, help="clean passes per stream, churn figure"
     )
+    parser.add_argument("--stream", action="append", choices=STREAMS, help="(repeatable)")
     for section in ("training", "optimizer", "spec"):
         parser.add_argument(
             f"--{section}", action="append", default=[], metavar="KEY=JSON",
@@ -74,7 +88,7 @@ def extend(parser: argparse.ArgumentParser) -> None:
 
 def model_body(name: str, data: Stream, args: argparse.Namespace) -> dict[str, Any]:
     """Only task, inputs and outputs, unless a tuning run overrides a field."""
-    outputs = 1 if data.task == "binary" else data.classes
+    outputs = 1 if data.task in ("binary", "regression") else data.classes
     body: dict[str, Any] = {
         "name": name,
         "spec": {"task": data.task, "inputs": data.features, "outputs": outputs},
@@ -86,9 +100,12 @@ def model_body(name: str, data: Stream, args: argparse.Namespace) -> dict[str, A
     return body
 
 
-def streams(opts: Options) -> list[Stream]:
-    passes = 1 if opts.smoke else opts.args.passes
-    found = [stream(name, passes) for name in STREAMS]
+def streams(
+    opts: Options, passes: int | None = None, names: tuple[str, ...] = STREAMS
+) -> list[Stream]:
+    passes = 1 if opts.smoke else passes or opts.args.passes
+    names = tuple(n for n in names if n in (opts.args.stream or STREAMS))
+    found = [stream(name, passes) for name in names]
     if opts.smoke:
         found = [
             Stream(s.name, s.x[:SMOKE_ROWS], s.y[:SMOKE_ROWS], s.classes, SMOKE_ROWS) for s in found
@@ -97,34 +114,86 @@ def streams(opts: Options) -> list[Stream]:
 
 
 @dataclass(frozen=True)
+class Churn:
+    """What learning control did on a clean stream: nothing, ideally, once learned."""
+
+    stream: str
+    passes: int
+    rounds: int
+    rollbacks: int
+    stops: int
+    resumes: int  # stop → resume cycles (a drift on a clean stream is churn)
+
+    def per_1000(self, count: int) -> float:
+        return 1000.0 * count / max(self.rounds, 1)
+
+
+@dataclass(frozen=True)
 class Measured:
     scores: dict[str, list[Score]]  # per stream: the service first (when chosen), then baselines
     streamed: float | None  # digits learned per second as one NDJSON request (the service)
+    churn: list[Churn]
+
+
+def baselines(data: Stream) -> dict[str, Baseline]:
+    if data.name in ("digits", "cancer"):
+        return BASELINES
+    return {name: lambda _, make=make: make() for name, make in river_learners(data).items()}
 
 
 def measure(opts: Options) -> Measured:
-    chosen = opts.args.only or ["service", *BASELINES]
+    chosen = opts.args.only or ["service", "churn", *BASELINES, "river-knn", "river-tree",
+                                "river-ovr", "river-linear"]  # fmt: skip
     scores: dict[str, list[Score]] = {}
     streamed: float | None = None
     data = streams(opts)
     for each in data:
+        found = baselines(each)
         scores[each.name] = [
-            prequential(BASELINES[name](each), each, opts.args.chunk)
-            for name in BASELINES
+            prequential(found[name](each), each, opts.args.chunk)
+            for name in found
             if name in chosen
         ]
-    if "service" in chosen:
+    churn: list[Churn] = []
+    if "service" in chosen or "churn" in chosen:
         with gradual(opts) as server:
             _learn(server, data[0], "warm-up", opts)  # first-call costs are not the service's
-            for each in data:
-                runs = [_learn(server, each, f"{each.name}-{i}", opts) for i in range(opts.runs)]
-                scores[each.name].insert(0, _median_speed(runs))
-            rates = [
-                asyncio.run(_stream_rate(server.port, data[0], f"ndjson-{i}", opts))
-                for i in range(opts.runs)
-            ]  # fmt: skip
-            streamed = median(rates)
-    return Measured(scores, streamed)
+            if "service" in chosen:
+                streamed = _service_scores(server, data, scores, opts)
+            if "churn" in chosen:
+                names = CHURN_STREAMS[:1] if opts.smoke else CHURN_STREAMS
+                long = streams(opts, opts.args.churn_passes, names)
+                churn = [_churn(server, each, opts) for each in long]
+    return Measured(scores, streamed, churn)
+
+
+def _service_scores(
+    server: Server, data: list[Stream], scores: dict[str, list[Score]], opts: Options
+) -> float | None:
+    for each in data:
+        runs = [_learn(server, each, f"{each.name}-{i}", opts) for i in range(opts.runs)]
+        scores[each.name].insert(0, _median_speed(runs))
+    if data[0].name != "digits":
+        return None
+    rates = [
+        asyncio.run(_stream_rate(server.port, data[0], f"ndjson-{i}", opts))
+        for i in range(opts.runs)
+    ]  # fmt: skip
+    return median(rates)
+
+
+def _churn(server: Server, data: Stream, opts: Options) -> Churn:
+    name = f"churn-{data.name}"
+    service = Service(data, server, model_body(name, data, opts.args), name, npy=opts.args.npy)
+    try:
+        prequential(service, data, opts.args.chunk)
+        kinds = [e["kind"] for e in service.events()]
+    finally:
+        service.close()
+    passes = len(data.y) // data.pass_rows
+    stops = kinds.count("early_stop")
+    return Churn(data.name, passes, kinds.count("round"), kinds.count("rollback"), stops,
+                 kinds.count("resume"))  # fmt: skip
 
 
 async def _stream_rate(port: int, data: Stream, name: str, opts: Options) -> float:
@@ -191,6 +260,8 @@ def table(data: Stream, scores: list[Score], opts: Options) -> None:
     title = f"{data.name} × {passes} pass(es), {len(data.y):,} rows, chunks of {opts.args.chunk}"
     out = Table(title=title)
     columns = ("learner", "acc. pass 1", "acc. all", "log loss", "samples/s", "per CPU-s")
+    if data.task == "regression":
+        columns = ("learner", "MAE pass 1", "MAE all", "MAE last pass", "samples/s", "per CPU-s")
     for column in columns:
         out.add_column(column, justify="left" if column == "learner" else "right")
     for s in scores:
@@ -201,11 +272,54 @@ def table(data: Stream, scores: list[Score], opts: Options) -> None:
     Console(width=160).print(out)
 
 
+def churn_table(churn: list[Churn]) -> None:
+    out = Table(title="churn on clean streams (the service's defaults)")
+    for column in ("stream", "passes", "rounds", "rollbacks", "early stops", "resumes",
+                   "rollbacks /1000 rounds", "stop→resume /1000 rounds"):  # fmt: skip
+        out.add_column(column, justify="left" if column == "stream" else "right")
+    for c in churn:
+        out.add_row(
+            c.stream, str(c.passes), str(c.rounds), str(c.rollbacks), str(c.stops),
+            str(c.resumes), f"{c.per_1000(c.rollbacks):.1f}", f"{c.per_1000(c.resumes):.1f}",
+        )  # fmt: skip
+    Console(width=160).print(out)
+
+
+def churn_figures(churn: list[Churn]) -> list[Row]:
+    rows = []
+    for c in churn:
+        rows.append(Row(f"rollbacks per 1000 rounds, {c.stream} × {c.passes}",
+                        f"{c.per_1000(c.rollbacks):.1f}", f"{c.rounds} rounds",
+                        c.per_1000(c.rollbacks), "0", unit="per-1000-rounds"))  # fmt: skip
+        rows.append(Row(f"stop → resume cycles per 1000 rounds, {c.stream} × {c.passes}",
+                        f"{c.per_1000(c.resumes):.1f}", f"{c.stops} stops",
+                        c.per_1000(c.resumes), "0", unit="per-1000-rounds"))  # fmt: skip
+    return rows
+
+
+def versus_river(scores: dict[str, list[Score]]) -> list[Row]:
+    """The service against River's best learner on River's streams (MAE: lower is better)."""
+    rows = []
+    for name, lower in (("segments", False), ("trump", True)):
+        found = scores.get(name, [])
+        if len(found) < 2 or not found[0].learner.startswith("Gradual"):
+            continue
+        pick = min if lower else max
+        best = pick(found[1:], key=lambda s: s.accuracy)
+        metric = "MAE" if lower else "accuracy"
+        gap = best.accuracy - found[0].accuracy if lower else found[0].accuracy - best.accuracy
+        rows.append(Row(f"{name} prequential {metric} − River's best (≥ 0: as good or better)",
+                        f"{found[0].accuracy:.4f}", f"{best.accuracy:.4f} ({best.learner})",
+                        gap, "≥ 0", unit=metric))  # fmt: skip
+    return rows
+
+
 def figures(measured: Measured) -> list[Row]:
     scores, rate = measured.scores, measured.streamed
-    digits, cancer = scores["digits"], scores["cancer"]
+    digits, cancer = scores.get("digits", []), scores.get("cancer", [])
+    extra = versus_river(scores) + churn_figures(measured.churn)
     if not digits or not digits[0].learner.startswith("Gradual"):
-        return []
+        return extra
     service, rows = digits[0], []
     rows.append(Row("digits prequential accuracy, HTTP defaults", f"{service.accuracy:.4f}", "-",
                     service.accuracy, "≥ 0.95", unit="accuracy"))  # fmt: skip
@@ -226,7 +340,7 @@ def figures(measured: Measured) -> list[Row]:
         rows.append(Row("cancer prequential accuracy − best baseline", f"{cancer[0].accuracy:.4f}",
                         f"{best.accuracy:.4f} ({best.learner})",
                         cancer[0].accuracy - best.accuracy, "≥ 0", unit="accuracy"))  # fmt: skip
-    return rows
+    return rows + extra
 
 
 def main() -> None:
@@ -235,6 +349,8 @@ def main() -> None:
     measured = measure(opts)
     for data in streams(opts):
         table(data, measured.scores[data.name], opts)
+    if measured.churn:
+        churn_table(measured.churn)
     report("Learning quality: the service's defaults against the baselines", figures(measured))
 
 

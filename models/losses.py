@@ -8,13 +8,14 @@ from torch import nn
 from models.spec import NetworkSpec
 
 
-def make_loss(spec: NetworkSpec) -> nn.Module:
+def make_loss(spec: NetworkSpec, reduction: str = "mean") -> nn.Module:
+    """`reduction="none"`: one loss per element (per row and output), for paired tests."""
     loss: nn.Module = {
         "cross_entropy": nn.CrossEntropyLoss,
         "bce": nn.BCEWithLogitsLoss,
         "mse": nn.MSELoss,
         "huber": nn.HuberLoss,
-    }[spec.resolved_loss]()
+    }[spec.resolved_loss](reduction=reduction)
     return loss
 
 

@@ -1,4 +1,5 @@
-"""The network: optional standardizer, then Linear → activation → dropout per hidden layer."""
+"""The network: optional standardizer, then Linear → activation → dropout per hidden layer, then
+(regression) the target standardizer's inverse."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ class Network(nn.Module):
         self.spec = spec
         self.generator: torch.Generator | None = None
         self.normalizer = OnlineStandardizer(spec.inputs) if spec.normalize else None
+        regression = spec.task == "regression" and spec.normalize_target
+        # The last layer answers in standardized target units; `forward` restores them.
+        self.target_normalizer = OnlineStandardizer(spec.outputs) if regression else None
         layers: list[nn.Module] = []
         width = spec.inputs
         for neurons in spec.hidden:
@@ -50,6 +54,8 @@ class Network(nn.Module):
         if self.normalizer is not None:
             x = self.normalizer(x)
         out: torch.Tensor = self.layers(x)
+        if self.target_normalizer is not None:
+            out = self.target_normalizer.restore(out)
         return out
 
     def linear_layers(self) -> list[nn.Linear]:

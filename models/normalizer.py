@@ -1,4 +1,5 @@
-"""An online feature standardizer: running mean and variance, updated by training batches only."""
+"""An online standardizer of features (or regression targets): running mean and variance,
+updated by training batches only."""
 
 from __future__ import annotations
 
@@ -45,4 +46,19 @@ class OnlineStandardizer(nn.Module):
         scale = torch.rsqrt(variance + EPS)
         # Until a feature has varied, leave its scale alone rather than blowing it up.
         scale = torch.where(variance > EPS, scale, torch.ones_like(scale))
-        return (x - self.mean.to(x.dtype)) * scale.to(x.dtype)
+        standardized = (x - self.mean.to(x.dtype)) * scale.to(x.dtype)
+        # Before any training row there is no yardstick: every feature reads as its (unknown)
+        # mean, so raw values in the hundreds of thousands cannot answer far outside anything.
+        return torch.where(self.count > 0, standardized, torch.zeros_like(standardized))
+
+    def standardize(self, y: torch.Tensor) -> torch.Tensor:
+        """Targets → standardized units (the inverse of `restore`)."""
+        return (y - self.mean.to(y.dtype)) / self._std().to(y.dtype)
+
+    def restore(self, z: torch.Tensor) -> torch.Tensor:
+        """Standardized outputs → target units: z × std + mean (the identity before any row)."""
+        return z * self._std().to(z.dtype) + self.mean.to(z.dtype)
+
+    def _std(self) -> torch.Tensor:
+        variance = self.m2 / self.count.clamp(min=1.0)
+        return torch.where(variance > EPS, torch.sqrt(variance), torch.ones_like(variance))

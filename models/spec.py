@@ -60,6 +60,11 @@ class NetworkSpec(StrictModel):
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     init: Init = "default"
     normalize: bool = True
+    normalize_target: bool = Field(
+        default=True,
+        description="Regression: learn standardized targets (running mean and std of the "
+        "training rows' targets, saved with the weights); answers are in target units.",
+    )
     loss: Loss = "auto"
 
     # Cross-field checks are field validators (not model validators) so that the error's
@@ -95,6 +100,12 @@ class NetworkSpec(StrictModel):
         if task is not None and loss not in LOSSES_BY_TASK[task]:
             raise ValueError(f"loss {loss!r} does not fit task {task!r}")
         return loss
+
+    @classmethod
+    def stored(cls, data: dict[str, object]) -> NetworkSpec:
+        """A spec read back from the database or a checkpoint (not from a client): one stored
+        before target standardization existed learns, and loads its weights, as it did."""
+        return cls.model_validate({"normalize_target": False} | data)
 
     @property
     def resolved_loss(self) -> Loss:

@@ -44,6 +44,11 @@ class ValidationBuffer:
         shift = -self._next
         return torch.roll(self._x, shift, dims=0), torch.roll(self._y, shift, dims=0)
 
+    def newest(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The latest `rows` rows (all of them when fewer are held)."""
+        x, y = self.oldest_first()
+        return x[-rows:], y[-rows:]
+
     def ring(self) -> tuple[torch.Tensor, torch.Tensor, int]:
         """The filled slots as they lie, and the next write position (for snapshots)."""
         x, y = self.tensors()

@@ -7,6 +7,7 @@ from torch import nn
 
 from models.losses import make_loss, shape_targets
 from models.spec import NetworkSpec
+from service.learning.rules import Paired, Spread
 
 Metrics = dict[str, float]
 
@@ -14,13 +15,81 @@ Metrics = dict[str, float]
 @torch.no_grad()
 def evaluate(network: nn.Module, spec: NetworkSpec, x: torch.Tensor, y: torch.Tensor) -> Metrics:
     """Scores `network` in eval mode (no dropout) and puts its mode back afterwards."""
+    return metrics_of(spec, _eval_outputs(network, x), y)
+
+
+@torch.no_grad()
+def paired(
+    head: nn.Module, best: nn.Module, spec: NetworkSpec, metric: str, x: torch.Tensor,
+    y: torch.Tensor,
+) -> Paired | None:  # fmt: skip
+    """`head` and `best` row by row on the same rows (None for a metric with no per-row value,
+    R²): their means and the standard error of the mean per-row difference. A row held more
+    than once (a stream that comes round again) counts once: copies are no evidence."""
+    ours = per_row(spec, metric, _eval_outputs(head, x), y)
+    theirs = per_row(spec, metric, _eval_outputs(best, x), y)
+    if ours is None or theirs is None:
+        return None
+    _, distinct = torch.unique(x, dim=0, return_inverse=True)
+    ours, theirs = _per_distinct(ours, distinct), _per_distinct(theirs, distinct)
+    if ours.shape[0] < 2:
+        return None
+    stderr = (ours - theirs).std() / ours.shape[0] ** 0.5
+    values = torch.stack([ours.mean(), theirs.mean(), stderr]).tolist()
+    return Paired(*values)
+
+
+@torch.no_grad()
+def spread(
+    network: nn.Module, spec: NetworkSpec, metric: str, x: torch.Tensor, y: torch.Tensor
+) -> Spread | None:
+    """`network`'s per-row `metric` on the rows: mean and standard error, each distinct row
+    counted once (None for R², or fewer than two distinct rows)."""
+    values = per_row(spec, metric, _eval_outputs(network, x), y)
+    if values is None:
+        return None
+    _, distinct = torch.unique(x, dim=0, return_inverse=True)
+    values = _per_distinct(values, distinct)
+    if values.shape[0] < 2:
+        return None
+    mean, stderr = torch.stack([values.mean(), values.std() / values.shape[0] ** 0.5]).tolist()
+    return Spread(mean, stderr)
+
+
+def _per_distinct(values: torch.Tensor, distinct: torch.Tensor) -> torch.Tensor:
+    """The mean of `values` over each group of identical rows (float64)."""
+    groups = int(distinct.max()) + 1
+    sums = torch.zeros(groups, dtype=torch.float64, device=values.device)
+    sums.index_add_(0, distinct, values.double())
+    return sums / torch.bincount(distinct, minlength=groups).double()
+
+
+def per_row(
+    spec: NetworkSpec, metric: str, outputs: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor | None:
+    """One value of `metric` per row, whose mean is the metric (None for R²)."""
+    targets = shape_targets(spec, y)
+    if metric == "loss":
+        values: torch.Tensor = make_loss(spec, reduction="none")(outputs, targets)
+    elif metric == "accuracy" and spec.task == "classification":
+        values = (outputs.argmax(dim=1) == targets).float()
+    elif metric == "accuracy":
+        values = ((outputs > 0).float() == targets).float()
+    elif metric == "mae":
+        values = (outputs - targets).abs()
+    else:
+        return None
+    return values.reshape(values.shape[0], -1).float().mean(dim=1)
+
+
+def _eval_outputs(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
     was_training = network.training
     network.eval()
     try:
-        outputs = network(x)
+        outputs: torch.Tensor = network(x)
     finally:
         network.train(was_training)
-    return metrics_of(spec, outputs, y)
+    return outputs
 
 
 def metrics_of(spec: NetworkSpec, outputs: torch.Tensor, y: torch.Tensor) -> Metrics:

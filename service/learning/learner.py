@@ -23,14 +23,22 @@ from models.losses import target_dtype
 from models.spec import OptimizerSpec
 from service.learning.buffer import ValidationBuffer
 from service.learning.early_stopping import EarlyStopper, StopperState, better
-from service.learning.evaluation import Metrics, evaluate, metrics_of
+from service.learning.evaluation import Metrics, evaluate, metrics_of, paired, spread
 from service.learning.head import HeadState, TrainingHead
 from service.learning.holdout import holdout_mask
 from service.learning.race.candidates import Candidate, Race
 from service.learning.race.rounds import race_round, train_followers
 from service.learning.recording import Pointers, Recording
 from service.learning.replay import ReplayBuffer
-from service.learning.rules import drifted, rollback_reason
+from service.learning.rules import (
+    Spread,
+    drifted,
+    fresh_enough,
+    needs_evidence,
+    rollback_reason,
+    significant_drift,
+    significantly_worse,
+)
 from service.learning.schedule import Plateau, after_round, learning_rate
 from service.learning.served import ServedModel
 from service.learning.trainer import Limits, fit
@@ -60,6 +68,8 @@ class Control:
     served_score_at_stop: float | None = None
     last_round_step: int = 0
     idle_steps: int = 0  # mini-batch-sized chunks received while stopped
+    fresh_rows: int = 0  # rows that reached the validation buffer since the stop
+    spread_at_stop: list[float] | None = None  # the served version's per-row mean and stderr
     step: int = 0
     samples_seen: int = 0
     plateau: Plateau = field(default_factory=Plateau)  # reduce_on_plateau's state
@@ -156,12 +166,13 @@ class OnlineLearner:
     def _scored_by_first_step(self, held_out: np.ndarray) -> bool:
         """Whether the first training step's forward pass is the prequential score: it runs on
         the head before any step, and here nothing makes it differ from `evaluate`'s pass (no
-        held-out row, one mini-batch, no dropout, normalizer, noise, autocast or compiled
+        held-out row, one mini-batch, no dropout, normalizers, noise, autocast or compiled
         step, whose rounding may differ), so the batch is scored without a pass of its own."""
         return (
             not held_out.any()
             and held_out.shape[0] <= self.training.batch_size
             and self.head.network.normalizer is None
+            and self.head.network.target_normalizer is None
             and self.spec.dropout == 0.0
             and self.training.augment_noise == 0.0
             and self.limits.autocast is None
@@ -170,10 +181,13 @@ class OnlineLearner:
 
     def add_validation(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.buffer.add(x, y)
+        if self.control.state == "stopped":
+            self.control.fresh_rows += x.shape[0]
 
     def _accept(self, x: torch.Tensor, y: torch.Tensor, *, held_out: np.ndarray | None) -> None:
         if held_out is None:
             self.buffer.add(x, y)
+            self.control.fresh_rows += x.shape[0]
         elif held_out.any():
             keep = torch.from_numpy(held_out).to(x.device)
             self.buffer.add(x[keep], y[keep])
@@ -206,13 +220,38 @@ class OnlineLearner:
             return metrics
         if decision.improved:
             self._checkpoint_best(score, metrics)
-        elif reason := rollback_reason(
-            score, self.best.score, self.training.resolved_mode, self.training.rollback_tolerance
-        ):
+        elif reason := self._rollback_reason(score):
             self._roll_back(reason, score)
         if decision.stop is not None:
             self._stop(decision.stop, score)
         return metrics
+
+    def _rollback_reason(self, score: float) -> str | None:
+        """The relative rule, then (unless the round is catastrophic) the paired test: the
+        head against the best version row by row on the same validation rows."""
+        mode, tolerance = self.training.resolved_mode, self.training.rollback_tolerance
+        reason = rollback_reason(score, self.best.score, mode, tolerance)
+        evidence = self.training.evidence
+        if reason != "degraded" or evidence is None or tolerance is None:
+            return reason
+        assert self.best.score is not None
+        if not needs_evidence(score, self.best.score, mode, evidence):
+            return reason
+        found = paired(
+            self.head.network, self._best_network(), self.spec, self.training.metric,
+            *self.buffer.tensors(),
+        )  # fmt: skip
+        if found is None or significantly_worse(found, mode, tolerance, evidence):
+            return reason
+        return None
+
+    def _best_network(self) -> torch.nn.Module:
+        if self.served.version == self.best.version:
+            return self.served.network
+        best = ServedModel.from_state(
+            self.spec, self.best.version, self.best.state.network, self.head.device
+        )
+        return best.network
 
     def _round_record(self, metrics: Metrics) -> dict[str, Any]:
         rows = sum(n for _, n in self.round_losses)
@@ -291,7 +330,7 @@ class OnlineLearner:
             self.head.load_state(self.best.state, counters=False)
             self.head_version = self.best.version
         self.control.state, self.control.stopping_reason = "stopped", reason
-        self.control.served_score_at_stop = self.score_served()
+        self._note_served_at_stop()
         data = {
             "reason": reason, "score": _finite_or_none(score), "best": self.best.score,
             "served_score": self.control.served_score_at_stop,
@@ -311,17 +350,54 @@ class OnlineLearner:
         every = self.training.eval_every
         if self.control.idle_steps // every == before // every:
             return
-        score = self.score_served()
-        if score is None or self.control.stopping_reason == "manual":
+        if self.control.stopping_reason == "manual":
+            return
+        score = self._score_fresh()
+        if score is None:
             return
         at_stop = self.control.served_score_at_stop
         mode, tolerance = self.training.resolved_mode, self.training.drift_tolerance
-        if not drifted(score, at_stop, mode, tolerance):
+        if not drifted(score, at_stop, mode, tolerance) or not self._drift_is_significant():
             return
         data = {"score": _finite_or_none(score), "at_stop": at_stop}
         self.recorder.event("drift", self.served.version, data)
         if self.training.resume_on_drift:
             self.resume("drift")
+
+    def _note_served_at_stop(self) -> None:
+        self.control.served_score_at_stop = self.score_served()
+        self.control.fresh_rows = 0
+        found = self._served_spread(*self.buffer.tensors()) if self.buffer.size else None
+        self.control.spread_at_stop = None if found is None else [found.mean, found.stderr]
+
+    def _served_spread(self, x: torch.Tensor, y: torch.Tensor) -> Spread | None:
+        if self.training.evidence is None:
+            return None
+        return spread(self.served.network, self.spec, self.training.metric, x, y)
+
+    def _drift_is_significant(self) -> bool:
+        """A relative drift, confirmed against the noise when `evidence` is set: the served
+        version on the fresh rows against itself on the rows at the stop."""
+        evidence, at_stop = self.training.evidence, self.control.spread_at_stop
+        if evidence is None or at_stop is None or self.training.drift_min_rows == 0:
+            return True
+        rows = min(self.control.fresh_rows, self.buffer.size)
+        fresh = self._served_spread(*self.buffer.newest(rows))
+        if fresh is None:
+            return True
+        return significant_drift(fresh, Spread(*at_stop), self.training.resolved_mode, evidence)
+
+    def _score_fresh(self) -> float | None:
+        """The served version's score on the rows that arrived since the stop, once there are
+        `drift_min_rows` of them (`drift_min_rows` 0: on the whole buffer)."""
+        minimum = self.training.drift_min_rows
+        if minimum == 0:
+            return self.score_served()
+        fresh = self.control.fresh_rows
+        if not fresh_enough(fresh, minimum, self.buffer.capacity):
+            return None
+        x, y = self.buffer.newest(min(fresh, self.buffer.size))
+        return evaluate(self.served.network, self.spec, x, y)[self.training.metric]
 
     def resume(self, reason: str) -> None:
         if reason == "drift":
@@ -340,9 +416,13 @@ class OnlineLearner:
     def switch_leader(self, candidate: Candidate) -> None:
         """Hands the head to a better candidate: its weights become a version at once, served
         if it beats the served version on the buffer (the usual gate); the yardstick for
-        improvement and rollback is its own score from now on."""
+        improvement and rollback is its own score from now on. The head's counters carry on
+        from the model's, so steps, samples and rounds never go back."""
         assert self.race is not None
         assert candidate.head is not None
+        # The model's counters stay the model's: how much of the stream has gone by does not
+        # depend on who leads (a candidate reopened after a drift counts from zero).
+        candidate.head.step, candidate.head.samples_seen = self.head.step, self.head.samples_seen
         self.race.leader_index = candidate.index
         self.head, self.optimizer = candidate.head, candidate.plan.optimizer
         metrics = evaluate(self.head.network, self.spec, *self.buffer.tensors())
@@ -358,7 +438,7 @@ class OnlineLearner:
 
     def stop(self) -> None:
         self.control.state, self.control.stopping_reason = "stopped", "manual"
-        self.control.served_score_at_stop = self.score_served()
+        self._note_served_at_stop()
         self.recorder.move("stop", None, Pointers(self.control_state()), {"reason": "manual"})
 
     # -- by hand --------------------------------------------------------------------------
@@ -423,7 +503,9 @@ class OnlineLearner:
         if changed:  # a loss is no yardstick for an accuracy, nor a minimum for a maximum
             self._forget_scores()
             if self.control.state == "stopped":
-                self.control.served_score_at_stop = self.score_served()
+                fresh = self.control.fresh_rows
+                self._note_served_at_stop()
+                self.control.fresh_rows = fresh
 
     # -- scores ---------------------------------------------------------------------------
 

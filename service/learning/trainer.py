@@ -79,6 +79,8 @@ def fit(
         y = targets[start : start + training.batch_size]
         if head.network.normalizer is not None:
             head.network.normalizer.update(x)  # new training rows only, once: never on predict
+        if head.network.target_normalizer is not None:
+            head.network.target_normalizer.update(shape_targets(head.spec, y))
         for _ in range(training.steps_per_batch):
             xs, ys = _with_replay(x, y, replay, training.replay_ratio)
             if lr is not None:
@@ -135,7 +137,7 @@ def _step(
     head.optimizer.zero_grad(set_to_none=True)
     with torch.autocast(x.device.type, dtype=limits.autocast, enabled=limits.autocast is not None):
         outputs = head.forward(x, compiled=limits.compile_training)
-        loss = head.loss(outputs, shape_targets(head.spec, y)).float()
+        loss = head.loss(*_in_loss_units(head, outputs, shape_targets(head.spec, y))).float()
     penalty = _l1_penalty(head, optimizer.l1) if optimizer.l1 > 0.0 else None
     objective = loss if penalty is None else loss + penalty
     objective.backward()
@@ -146,6 +148,17 @@ def _step(
         norm = _grad_norm(network)
     head.optimizer.step()
     return loss.detach(), norm.detach(), outputs
+
+
+def _in_loss_units(
+    head: TrainingHead, outputs: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A regression loss is taken in standardized target units, so its gradients do not
+    scale with the targets' spread (reported losses stay in target units: `evaluate`)."""
+    standardizer = head.network.target_normalizer
+    if standardizer is None:
+        return outputs, targets
+    return standardizer.standardize(outputs), standardizer.standardize(targets)
 
 
 def _grad_norm(network: torch.nn.Module) -> torch.Tensor:

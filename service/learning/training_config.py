@@ -20,7 +20,10 @@ MONITORS_BY_TASK: dict[str, set[str]] = {
 
 # Fields added after models were already stored, with the values that reproduce how those
 # models learned before them: a stored section without them must replay its log bit for bit.
-BEFORE_REPLAY: dict[str, object] = {"replay": 0, "steps_per_batch": 1, "lr_schedule": "constant"}
+BEFORE_REPLAY: dict[str, object] = {
+    "replay": 0, "steps_per_batch": 1, "lr_schedule": "constant", "evidence": None,
+    "drift_min_rows": 0,
+}  # fmt: skip
 
 
 class TrainingConfig(StrictModel):
@@ -46,9 +49,21 @@ class TrainingConfig(StrictModel):
     divergence_threshold: float | None = None
     restore_best: bool = True
     rollback_tolerance: float | None = Field(default=0.2, ge=0.0)
+    evidence: float | None = Field(
+        default=3.0, gt=0.0, le=100.0,
+        description="Standard errors by which a degradation must exceed the noise before it "
+        "counts: a rollback (the head against the best version, paired on the same validation "
+        "rows) or a drift (the served version on fresh rows against at the stop); null: the "
+        "relative tolerances alone.",
+    )  # fmt: skip
     promote: Literal["best", "latest", "manual"] = "best"
     resume_on_drift: bool = True
     drift_tolerance: float = Field(default=0.1, ge=0.0)
+    drift_min_rows: int = Field(
+        default=100, ge=0, le=1_000_000,
+        description="Drift after a stop is judged on rows that arrived after it, once this many "
+        "have (or the buffer is full of them); 0: on the whole buffer at every check.",
+    )  # fmt: skip
     keep_versions: int = Field(default=20, ge=2, le=100_000)
     replay: int = Field(
         default=2000, ge=0, le=1_000_000,

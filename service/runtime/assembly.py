@@ -116,7 +116,7 @@ class Assembler:
         def load() -> ServedModel:
             checkpoint = self.read(row, number)
             # A race's versions name their candidate's spec; a lone model's are the row's.
-            spec = NetworkSpec.model_validate(checkpoint.meta.get("spec", row.spec))
+            spec = NetworkSpec.stored(checkpoint.meta.get("spec", row.spec))
             return ServedModel.from_state(
                 spec, number, checkpoint.network, self.device,
                 compiled=self.limits.compile_predict,
@@ -131,7 +131,7 @@ class Assembler:
         return self.store.read(version.weights_path, version.weights_sha256)
 
     def new_head(self, row: ModelRow) -> TrainingHead:
-        spec = NetworkSpec.model_validate(row.spec)
+        spec = NetworkSpec.stored(row.spec)
         optimizer = OptimizerSpec.model_validate(row.optimizer)
         return TrainingHead(spec, optimizer, seed=row.seed, device=self.device)
 

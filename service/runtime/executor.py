@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from models.spec import NetworkSpec
 from service import crashpoints
 from service.errors import (
     BatchSkipped,
@@ -174,7 +175,7 @@ class Executor:
                 return
         checkpoint = self.read(live.row, version)
         spec = checkpoint.meta.get("spec")  # a race's versions name their candidate's spec
-        if spec is not None and spec != live.learner.spec.model_dump(mode="json"):
+        if spec is not None and NetworkSpec.stored(spec) != live.learner.spec:
             raise InvalidInput(
                 f"version {version} was trained by another candidate of the race; promote it "
                 "to serve it",

@@ -267,10 +267,14 @@ def test_promote_manual_never_serves_a_checkpoint_by_itself(client: TestClient) 
 
 
 def drifted_while_stopped(client: TestClient, name: str, **training: Any) -> None:
-    """Stops `name` early, then streams the same rows with every label moved one class on."""
+    """Stops `name` early, then streams the same rows with every label moved one class on,
+    twice: drift is judged once `drift_min_rows` (100) rows have come since the stop."""
     overfitting(client, name, stopping_threshold=0.9, **training)
     until_stopped(client, name)
-    answer = fit(client, name, batch(X, (Y + 1) % CLASSES))  # one round's worth of rows
+    moved = batch(X, (Y + 1) % CLASSES)  # one round's worth of rows
+    assert fit(client, name, moved)["trained"] == 0
+    assert events(client, name, "drift") == []  # 60 fresh rows: not enough to judge
+    answer = fit(client, name, moved)
     # Not trained on; its answer shows the state after the drift check (resumed or not).
     assert answer["trained"] == 0
 

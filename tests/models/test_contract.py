@@ -152,6 +152,8 @@ def test_state_dict_holds_every_parameter_and_statistic(spec: NetworkSpec) -> No
     state = build_network(spec, seed=0).state_dict()
     parameters = {f"layers.{i}.{p}" for i in _linear_indices(spec) for p in ("weight", "bias")}
     statistics = {f"normalizer.{b}" for b in ("count", "mean", "m2")} if spec.normalize else set()
+    if spec.task == "regression" and spec.normalize_target:
+        statistics |= {f"target_normalizer.{b}" for b in ("count", "mean", "m2")}
     assert set(state) == parameters | statistics
 
 

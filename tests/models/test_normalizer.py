@@ -108,9 +108,18 @@ def test_forward_keeps_the_input_dtype() -> None:
     assert normalizer(torch.from_numpy(data(3)).double()).dtype == torch.float64
 
 
-def test_forward_before_any_update_is_the_identity() -> None:
-    x = torch.from_numpy(data(4))
-    assert torch.equal(OnlineStandardizer(FEATURES)(x), x)
+def test_forward_before_any_update_reads_every_feature_as_its_mean() -> None:
+    x = torch.from_numpy(data(4)) * 736_000  # raw values never reach the network unscaled
+    assert torch.equal(OnlineStandardizer(FEATURES)(x), torch.zeros_like(x))
+
+
+def test_restore_inverts_standardize_and_is_the_identity_before_any_update() -> None:
+    targets = torch.from_numpy(data(30)) * 1.7 + 41.0
+    empty = OnlineStandardizer(FEATURES)
+    assert torch.equal(empty.restore(targets), targets)
+    fitted = fed([targets.numpy()])
+    assert torch.allclose(fitted.restore(fitted.standardize(targets)), targets, atol=1e-4)
+    assert abs(float(fitted.standardize(targets).mean())) < 1e-4
 
 
 def test_constant_feature_is_centred_but_not_scaled() -> None:

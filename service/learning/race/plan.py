@@ -65,7 +65,7 @@ class CandidatePlan:
     def from_dict(cls, data: dict[str, Any]) -> CandidatePlan:
         return cls(
             index=int(data["index"]), overrides=dict(data["overrides"]),
-            spec=NetworkSpec.model_validate(data["spec"]),
+            spec=NetworkSpec.stored(data["spec"]),
             optimizer=OptimizerSpec.model_validate(data["optimizer"]),
             batch_size=int(data["batch_size"]), seed=int(data["seed"]),
         )  # fmt: skip
