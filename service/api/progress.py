@@ -50,9 +50,9 @@ async def event_stream(
 async def _sse(hub: ModelHub, name: str, after: int, limit: int | None) -> AsyncIterator[bytes]:
     sent = 0
     yield b"retry: 2000\n\n"
-    with hub.listening(name):
+    with hub.history.listening(name):
         while limit is None or sent < limit:
-            rows = await hub.events(name, after, limit=200)
+            rows = await hub.history.events(name, after, limit=200)
             for row in rows:
                 data = orjson.dumps(event_view(row).model_dump(mode="json"))
                 yield b"id: %d\nevent: %s\ndata: %s\n\n" % (row.id, row.kind.encode(), data)
@@ -60,7 +60,7 @@ async def _sse(hub: ModelHub, name: str, after: int, limit: int | None) -> Async
                 if limit is not None and sent >= limit:
                     return
             if not rows:
-                await hub.wait_for_events(name, KEEPALIVE_S)
+                await hub.history.wait_for_events(name, KEEPALIVE_S)
                 yield b": keep-alive\n\n"
 
 
@@ -71,8 +71,8 @@ async def history(
     points: Annotated[int, Query(ge=2, le=100_000, description="Downsample to this many.")] = 500,
 ) -> History:
     """Train and validation curves from the evaluation rounds, with event markers."""
-    rounds = await hub.events(name, 0, kinds=["round"], limit=1_000_000)
-    marks = await hub.events(name, 0, kinds=MARKER_KINDS, limit=100_000)
+    rounds = await hub.history.events(name, 0, kinds=["round"], limit=1_000_000)
+    marks = await hub.history.events(name, 0, kinds=MARKER_KINDS, limit=100_000)
     curve = [dict(row.data) for row in _downsample(list(rounds), points)]
     markers = [_marker(row) for row in marks]
     return History(model=name, rounds=len(rounds), points=curve, markers=markers)

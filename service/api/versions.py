@@ -30,7 +30,7 @@ async def create_version(name: NameParam, hub: HubDep) -> VersionView:
 
 @router.get("/versions", dependencies=READ)
 async def list_versions(name: NameParam, hub: HubDep) -> VersionList:
-    rows = await hub.version_rows(name)
+    rows = await hub.history.versions(name)
     status = hub.live(name).status
     served = status.served_version
     return VersionList(
@@ -45,21 +45,21 @@ async def list_versions(name: NameParam, hub: HubDep) -> VersionList:
 async def get_version(
     name: NameParam, version: Annotated[int, Path(ge=1, le=MAX_VERSION)], hub: HubDep
 ) -> VersionView:
-    row = await hub.version_row(name, version)
+    row = await hub.history.version(name, version)
     return version_view(row, served_version=hub.live(name).status.served_version)
 
 
 @router.post("/rollback", dependencies=ADMIN)
 async def rollback(name: NameParam, body: RollbackRequest, hub: HubDep) -> VersionView:
     await hub.rollback(name, body.version)
-    row = await hub.version_row(name, body.version)
+    row = await hub.history.version(name, body.version)
     return version_view(row, served_version=body.version)
 
 
 @router.post("/promote", dependencies=ADMIN)
 async def promote(name: NameParam, body: PromoteRequest, hub: HubDep) -> VersionView:
     await hub.promote(name, body.version)
-    row = await hub.version_row(name, body.version)
+    row = await hub.history.version(name, body.version)
     return version_view(row, served_version=body.version)
 
 
@@ -67,5 +67,5 @@ async def promote(name: NameParam, body: PromoteRequest, hub: HubDep) -> Version
 async def list_events(
     name: NameParam, hub: HubDep, since: Annotated[int, Query(ge=0, le=MAX_EVENT_ID)] = 0
 ) -> EventList:
-    rows = await hub.events(name, since)
+    rows = await hub.history.events(name, since)
     return EventList(model=name, events=[event_view(row) for row in rows])

@@ -34,15 +34,15 @@ async def model_ready(hub: ModelHub, name: str, version: int | None) -> bool:
     if version is None:
         hub.live(name)
         return True
-    row = await hub.version_row(name, version)
+    row = await hub.history.version(name, version)
     return row.status == "ready"
 
 
 async def metadata(hub: ModelHub, name: str, version: int | None) -> ModelMetadata:
     spec = hub.live(name).spec
     if version is not None:
-        await hub.version_row(name, version)  # NotFound for a version the model never had
-    ready = [row.number for row in await hub.version_rows(name) if row.status == "ready"]
+        await hub.history.version(name, version)  # NotFound for a version the model never had
+    ready = [row.number for row in await hub.history.versions(name) if row.status == "ready"]
     return inference.model_metadata(name, spec, ready)
 
 

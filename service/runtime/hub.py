@@ -12,7 +12,6 @@ import asyncio
 import logging
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from functools import partial
 from typing import Any
 
@@ -31,7 +30,7 @@ from service.errors import (
     ModelUnavailable,
     VersionUnavailable,
 )
-from service.kinds import EventKind, RecordKind
+from service.kinds import RecordKind
 from service.learning.compilation import effective_mode
 from service.learning.head import TrainingHead
 from service.learning.learner import BestVersion, Control
@@ -41,11 +40,12 @@ from service.learning.served import Predictions, ServedModel, decode_outputs, to
 from service.learning.trainer import Limits
 from service.learning.training_config import TrainingConfig
 from service.runtime.assembly import Assembler
+from service.runtime.history import History
 from service.runtime.live import FitOutcome, LiveModel, StreamGuard, Trained
 from service.runtime.metrics import Metrics
 from service.runtime.microbatch import MicroBatcher
 from service.runtime.notify import Notifier
-from service.storage.db.tables import EventRow, ModelRow, VersionRow
+from service.storage.db.tables import ModelRow, VersionRow
 from service.storage.guard import StorageGuard, volumes_of
 from service.storage.registry import NewModel, NewVersion, Registry
 from service.storage.wal import Arrays, ModelLog, Record
@@ -78,6 +78,7 @@ class ModelHub:
             settings.max_weight_abs, settings.max_grad_norm, autocast, compile=compile_mode
         )
         self.notifier = Notifier(asyncio.get_running_loop())
+        self.history = History(registry, self.notifier, self.live)
         self.storage = StorageGuard(
             volumes_of(settings), reserve=settings.storage_reserve_bytes,
             retry_after=settings.storage_retry_after_s,
@@ -339,7 +340,7 @@ class ModelHub:
 
     async def checkpoint(self, name: str) -> VersionRow:
         number: int = await self._command(name, "checkpoint")
-        return await self.version_row(name, number)
+        return await self.history.version(name, number)
 
     async def rollback(self, name: str, version: int) -> None:
         """Serves `version` and resets the head to it: weights and optimizer state."""
@@ -352,7 +353,7 @@ class ModelHub:
 
     async def _version_exists(self, name: str, version: int) -> None:
         """Checked before logging, so a command that cannot apply is never in the log."""
-        row = await self.version_row(name, version)
+        row = await self.history.version(name, version)
         if row.status != "ready":
             raise VersionUnavailable(f"version {version} is {row.status}", field="version")
 
@@ -428,28 +429,6 @@ class ModelHub:
         names = {row.name for row in rows} | owned | self._creating
         for gone in set(self._models) - names if prune else ():
             self.versions.forget(self._models.pop(gone).id)
-
-    # -- history --------------------------------------------------------------------------
-
-    async def version_rows(self, name: str) -> Sequence[VersionRow]:
-        return await to_thread.run_sync(self.registry.versions, self.live(name).id)
-
-    async def version_row(self, name: str, number: int) -> VersionRow:
-        return await to_thread.run_sync(self.registry.version, self.live(name).row, number)
-
-    async def events(
-        self, name: str, since: int, *, kinds: Sequence[EventKind] | None = None, limit: int = 1000
-    ) -> Sequence[EventRow]:
-        model_id = self.live(name).id
-        return await to_thread.run_sync(
-            lambda: self.registry.events(model_id, since=since, kinds=kinds, limit=limit)
-        )
-
-    async def wait_for_events(self, name: str, timeout: float) -> None:
-        await self.notifier.wait(self.live(name).id, timeout)
-
-    def listening(self, name: str) -> AbstractContextManager[None]:
-        return self.notifier.listening(self.live(name).id)
 
 
 def _moved(live: LiveModel, row: ModelRow) -> bool:
