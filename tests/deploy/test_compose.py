@@ -183,11 +183,12 @@ def test_nginx_template_uses_only_what_the_balancer_is_given(compose: dict[str, 
     balancer = compose["services"]["balancer"]
     placeholders = set(re.findall(r"\$\{(\w+)\}", NGINX_CONF.read_text()))
     environment = balancer["environment"]
-    assert placeholders == {"BALANCER_LISTEN", "BALANCER_UPSTREAM"}
+    assert placeholders == {"BALANCER_LISTEN", "BALANCER_UPSTREAM", "BALANCER_TARGET"}
     assert placeholders <= set(environment)
     # The image substitutes only these: nginx's own $host, $remote_addr... stay as they are.
     assert all(re.match(environment["NGINX_ENVSUBST_FILTER"], name) for name in placeholders)
-    assert "server api:8000" in environment["BALANCER_UPSTREAM"]
+    assert environment["BALANCER_UPSTREAM"].startswith("resolver 127.0.0.11 ")  # Docker's DNS
+    assert environment["BALANCER_TARGET"] == "api:8000"
     assert balancer["ports"][0].endswith(f":{environment['BALANCER_LISTEN']}")
 
 
@@ -318,7 +319,9 @@ def test_docker_compose_merges_the_gpu_override(tmp_path: Path) -> None:
     files = ("docker-compose.yml", "docker-compose.gpu.yml")
     api = _compose_config(tmp_path, *files, env=SECRETS)["services"]["api"]
     assert api["image"] == "gradual:cuda"
-    assert api["build"]["args"] == {"TORCH": "cuda"}
+    assert api["build"]["args"] == {
+        "TORCH": "cuda", "PYTHON_IMAGE": "python:3.11-slim-bookworm", "TORCH_WHEELS": ""
+    }  # fmt: skip
     assert api["environment"]["GRADUAL_DEVICE"] == "cuda"
     (device,) = api["deploy"]["resources"]["reservations"]["devices"]
     assert (device["driver"], device["count"], device["capabilities"]) == ("nvidia", -1, ["gpu"])
