@@ -1,0 +1,322 @@
+"""The deployment on a real Docker engine: docker/Dockerfile builds and runs, and
+docker/docker-compose.yml comes up, serves, survives a killed replica and stops cleanly.
+
+No Docker Hub here: the upstream images are stood in for by scripts/docker-standins (Debian
+packages) through the STACK_*_IMAGE settings, and torch comes from the wheel on this disk
+(TORCH_WHEELS). One image and one stack serve every test, in file order; the figures measured
+go to test-artifacts/docker-figures.json."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.deploy.dockerengine import (
+    IMAGE,
+    TOKENS,
+    Stack,
+    build_image,
+    docker,
+    inside,
+    record,
+    running_engine,
+    stack_env,
+    standin_images,
+)
+from tests.factories import PINNED_TRAINING, batches, digits_split, ndjson
+from tests.live_server import free_port
+
+pytestmark = pytest.mark.docker
+HEALTHY_WITHIN_S = 120
+STOP_GRACE_S = 60  # the api service's stop_grace_period
+TAKEOVER_WITHIN_S = 90  # the lease's 10 s TTL, a restart, the stream's replay
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    with running_engine(tmp_path_factory.mktemp("dockerd") / "dockerd.log"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def images(engine: None) -> dict[str, str]:
+    started = time.monotonic()
+    standins = standin_images()
+    built = time.monotonic()
+    build_image(standins["STACK_PYTHON_IMAGE"])
+    record(standins_s=round(built - started, 1), image_build_s=round(time.monotonic() - built, 1))
+    return standins
+
+
+@pytest.fixture(scope="module")
+def stack(images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    port = free_port()
+    home = tmp_path_factory.mktemp("stack")
+    running = Stack(home, f"gradualtest{home.name[-6:].strip('_')}", stack_env(images, port), port)
+    running.write()
+    started = time.monotonic()
+    try:
+        running.ok("up", "-d", "--wait", "--no-build", timeout=HEALTHY_WITHIN_S + 60)
+        record(up_to_healthy_s=round(time.monotonic() - started, 1))
+        yield running
+    finally:
+        running.run("down", "-v", "--timeout", str(STOP_GRACE_S), timeout=180)
+
+
+def _client(stack: Stack, scope: str | None = "admin") -> httpx.Client:
+    headers = {"authorization": f"Bearer {TOKENS[scope]}"} if scope else {}
+    return httpx.Client(base_url=stack.url, headers=headers, timeout=60)
+
+
+def _digits_model(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "spec": {"task": "classification", "inputs": 64, "outputs": 10, "hidden": [32]},
+        "optimizer": {"name": "adam", "lr": 0.01},
+        "training": PINNED_TRAINING,  # every row trains: samples_seen counts rows exactly
+        "seed": 0,
+    }
+
+
+def _trained(stack: Stack, model: str, samples: int) -> str:
+    """The replica that owns `model`, once it has trained on exactly `samples` rows."""
+    deadline = time.monotonic() + TAKEOVER_WITHIN_S
+    seen = None
+    while time.monotonic() < deadline:
+        owner = _owner(stack, model)
+        seen = inside(owner, "GET", f"/v1/models/{model}")[1]["samples_seen"]
+        if seen == samples:
+            return owner
+        time.sleep(1)
+    raise AssertionError(f"{model} trained on {seen} rows, not {samples}")
+
+
+def _owner(stack: Stack, model: str) -> str:
+    deadline = time.monotonic() + TAKEOVER_WITHIN_S
+    while time.monotonic() < deadline:
+        for name in stack.names("api"):
+            _, ready = inside(name, "GET", "/readyz")
+            if model in ready["detail"].get("owned", []):
+                return name
+        time.sleep(0.5)
+    raise AssertionError(f"no replica owns {model}")
+
+
+def _checkpoint(owner: str, model: str) -> int:
+    status, body = inside(owner, "POST", f"/v1/models/{model}/versions")
+    assert status == 201, body
+    version: int = body["version"]
+    return version
+
+
+def _answers(stack: Stack, model: str, inputs: list[list[float]], version: int) -> list[Any]:
+    """Each running replica's answer to the same predict request, asked of it directly."""
+    answers = []
+    for name in stack.names("api"):
+        request = {"inputs": inputs, "version": version}
+        status, body = inside(name, "POST", f"/v1/models/{model}/predict", request)
+        assert status == 200, body
+        answers.append(body)
+    return answers
+
+
+def _served(stack: Stack, model: str) -> set[int]:
+    return {
+        inside(n, "GET", f"/v1/models/{model}")[1]["served_version"] for n in stack.names("api")
+    }
+
+
+# -- the image -----------------------------------------------------------------------------
+
+
+def test_image_runs_as_uid_10001_prints_the_cli_and_turns_healthy(images: dict[str, str]) -> None:
+    assert docker("run", "--rm", "--entrypoint", "id", IMAGE, "-u").stdout.strip() == "10001"
+    cli = docker("run", "--rm", IMAGE, "--help").stdout
+    assert "serve" in cli
+    assert "migrate" in cli
+    tokens = f"GRADUAL_API_TOKENS=admin={TOKENS['admin']}"
+    container = docker("run", "-d", "-e", tokens, IMAGE).stdout.strip()
+    try:
+        assert _health(container) == "healthy", docker("logs", container, check=False).stderr
+    finally:
+        docker("rm", "-f", container)
+    size = int(docker("image", "inspect", "-f", "{{.Size}}", IMAGE).stdout)
+    record(image_size_mb=round(size / 1e6))
+    assert size < 3e9
+
+
+def _health(container: str) -> str:
+    deadline = time.monotonic() + HEALTHY_WITHIN_S
+    status = "starting"
+    while status == "starting" and time.monotonic() < deadline:
+        time.sleep(1)
+        status = docker("inspect", "-f", "{{.State.Health.Status}}", container).stdout.strip()
+    return status
+
+
+# -- the stack -----------------------------------------------------------------------------
+
+
+def test_stack_migrates_once_and_only_the_balancer_publishes_a_port(stack: Stack) -> None:
+    containers = {c["Name"]: c for c in stack.containers()}
+    by_service: dict[str, list[dict[str, Any]]] = {}
+    for container in containers.values():
+        by_service.setdefault(container["Service"], []).append(container)
+    (migrate,) = by_service["migrate"]
+    assert (migrate["State"], migrate["ExitCode"]) == ("exited", 0)
+    assert [c["Health"] for c in by_service["api"]] == ["healthy", "healthy"]
+    published = {
+        c["Service"]: [(p["URL"], p["PublishedPort"]) for p in c["Publishers"] or []]
+        for c in containers.values()
+    }
+    published = {service: [p for p in ports if p[1]] for service, ports in published.items()}
+    assert published["balancer"] == [("127.0.0.1", stack.port)]
+    assert all(ports == [] for service, ports in published.items() if service != "balancer")
+    for service in ("postgres", "redis"):
+        (container,) = by_service[service]
+        bindings = docker("inspect", "-f", "{{json .HostConfig.PortBindings}}", container["Name"])
+        assert json.loads(bindings.stdout) in ({}, None)
+
+
+def test_tokens_guard_the_balancer(stack: Stack) -> None:
+    with _client(stack, None) as anonymous:
+        assert anonymous.get("/v1/models").status_code == 401
+    with _client(stack, "admin") as admin:
+        assert admin.post("/v1/models", json=_digits_model("guarded")).status_code == 201
+    batch = batches(*digits_split()[::2], 16)[0]
+    with _client(stack, "read") as reader:
+        refused = reader.post("/v1/models/guarded/partial-fit", json=batch)
+        assert refused.status_code == 403, refused.text
+        assert reader.get("/v1/models/guarded").json()["samples_seen"] == 0
+
+
+def test_json_and_ndjson_streams_reach_both_replicas_bit_for_bit(stack: Stack) -> None:
+    x_train, x_test, y_train, _ = digits_split()
+    sent = batches(x_train[:960], y_train[:960], 64)
+    with _client(stack) as client:
+        assert client.post("/v1/models", json=_digits_model("digits")).status_code == 201
+        for index, body in enumerate(sent[:10]):  # round-robin over both replicas
+            answer = client.post("/v1/models/digits/partial-fit", json=body | {"batch_id": index})
+            assert answer.status_code in (200, 202), answer.text
+        lines = [body | {"batch_id": 10 + i} for i, body in enumerate(sent[10:])]
+        streamed = client.post(
+            "/v1/models/digits/partial-fit", content=ndjson(lines),
+            headers={"content-type": "application/x-ndjson"},
+        )  # fmt: skip
+        assert streamed.status_code == 200, streamed.text
+    version = _checkpoint(_trained(stack, "digits", 960), "digits")
+    first, second = _answers(stack, "digits", x_test[:200].tolist(), version)
+    assert first["version"] == second["version"] == version
+    assert first == second
+    assert len(_served(stack, "digits")) == 1
+
+
+def test_gpu_override_resolves(stack: Stack) -> None:
+    result = stack.run(
+        "-f", str(stack.folder / "docker-compose.gpu.yml"), "config", "--format", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    api = json.loads(result.stdout)["services"]["api"]
+    assert api["image"] == "gradual:cuda"
+    assert api["build"]["args"]["TORCH"] == "cuda"
+    (device,) = api["deploy"]["resources"]["reservations"]["devices"]
+    assert (device["driver"], device["capabilities"]) == ("nvidia", ["gpu"])
+
+
+def test_cuda_build_asks_pytorchs_cuda_index_for_the_torch_pin(images: dict[str, str]) -> None:
+    """PyTorch's index is unreachable here: the CUDA build gets as far as asking it for the
+    pinned torch, which shows the index URL and the pin it resolves; no CUDA wheel is fetched."""
+    if _reachable("https://download.pytorch.org/whl/cu128/torch/"):
+        pytest.skip("PyTorch's index is reachable: not downloading the CUDA wheels (~3 GB)")
+    result = docker(
+        "build", "--progress=plain", "--target", "build", "-f", "docker/Dockerfile",
+        "--build-arg", f"PYTHON_IMAGE={images['STACK_PYTHON_IMAGE']}",
+        "--build-arg", "TORCH=cuda", ".", timeout=600, check=False,
+    )  # fmt: skip
+    log = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "https://download.pytorch.org/whl/cu128" in log
+    assert "torch==2.13.0" in log
+
+
+def _reachable(url: str) -> bool:
+    try:
+        httpx.head(url, timeout=5)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+# -- failures and restarts ------------------------------------------------------------------
+
+
+class Streamer(threading.Thread):
+    """Sends numbered batches through the balancer; a batch is resent (same batch_id) until
+    a replica acknowledges it, as a client that sees a dropped connection does."""
+
+    def __init__(self, stack: Stack, model: str, sent: list[dict[str, Any]]) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.model, self.sent = stack, model, sent
+        self.acknowledged: list[int] = []
+        self.retries = 0
+
+    def run(self) -> None:
+        with _client(self.stack, "write") as client:
+            for index, body in enumerate(self.sent):
+                self._send(client, index, body)
+                time.sleep(0.2)
+
+    def _send(self, client: httpx.Client, index: int, body: dict[str, Any]) -> None:
+        deadline = time.monotonic() + TAKEOVER_WITHIN_S
+        while time.monotonic() < deadline:
+            try:
+                answer = client.post(
+                    f"/v1/models/{self.model}/partial-fit", json=body | {"batch_id": index}
+                )
+                if answer.status_code in (200, 202):
+                    self.acknowledged.append(index)
+                    return
+            except httpx.TransportError:
+                pass
+            self.retries += 1
+            time.sleep(0.5)
+
+
+def test_killed_owner_mid_stream_loses_no_batch_and_stop_exits_zero(stack: Stack) -> None:
+    x_train, x_test, y_train, _ = digits_split(seed=1)
+    sent = batches(x_train[:1024], y_train[:1024], 32)
+    with _client(stack) as client:
+        assert client.post("/v1/models", json=_digits_model("killed")).status_code == 201
+    owner = _owner(stack, "killed")
+    streamer = Streamer(stack, "killed", sent)
+    streamer.start()
+    while len(streamer.acknowledged) < 8:
+        time.sleep(0.05)
+    docker("kill", "-s", "KILL", owner)
+    streamer.join(timeout=TAKEOVER_WITHIN_S * 2)
+    assert streamer.acknowledged == list(range(len(sent)))
+    stack.ok("up", "-d", "--wait", "--no-build", timeout=HEALTHY_WITHIN_S + 60)  # back to two
+    version = _checkpoint(_trained(stack, "killed", 1024), "killed")  # each batch once
+    served = _served(stack, "killed")
+    before = _answers(stack, "killed", x_test[:100].tolist(), version)
+    _stop_and_check_exits(stack)
+    stack.ok("up", "-d", "--wait", "--no-build", timeout=HEALTHY_WITHIN_S + 60)
+    _trained(stack, "killed", 1024)
+    assert _served(stack, "killed") == served
+    assert _answers(stack, "killed", x_test[:100].tolist(), version) == before
+
+
+def _stop_and_check_exits(stack: Stack) -> None:
+    started = time.monotonic()
+    stack.ok("stop", timeout=STOP_GRACE_S * 3)
+    elapsed = time.monotonic() - started
+    record(stop_to_exited_s=round(elapsed, 1))
+    exits = {c["Name"]: (c["State"], c["ExitCode"]) for c in stack.containers()}
+    assert all(exit == ("exited", 0) for exit in exits.values()), exits
+    assert elapsed < STOP_GRACE_S
