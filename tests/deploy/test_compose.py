@@ -284,7 +284,7 @@ def _docker_compose() -> Path:
 def _compose_config(tmp_path: Path, *files: str, env: dict[str, str]) -> dict[str, Any]:
     """`docker compose config` on a copy of docker/ with a filled-in .env: no engine needed."""
     copy = tmp_path / "docker"
-    shutil.copytree(COMPOSE.parent, copy, ignore=shutil.ignore_patterns(".env"))
+    shutil.copytree(COMPOSE.parent, copy, ignore=shutil.ignore_patterns(".env", "wheels"))
     values = {**env_file(ENV_EXAMPLE), **env}
     (copy / ".env").write_text("".join(f"{key}={value}\n" for key, value in values.items()))
     args = [arg for name in files for arg in ("-f", str(copy / name))]
@@ -330,7 +330,7 @@ def test_docker_compose_merges_the_gpu_override(tmp_path: Path) -> None:
 @pytest.mark.parametrize("secret", sorted(SECRETS))
 def test_docker_compose_refuses_to_start_without_a_secret(tmp_path: Path, secret: str) -> None:
     copy = tmp_path / "docker"
-    shutil.copytree(COMPOSE.parent, copy, ignore=shutil.ignore_patterns(".env"))
+    shutil.copytree(COMPOSE.parent, copy, ignore=shutil.ignore_patterns(".env", "wheels"))
     (copy / ".env").write_text("".join(f"{k}={v}\n" for k, v in SECRETS.items() if k != secret))
     result = subprocess.run(
         [_docker_compose(), "-f", str(copy / "docker-compose.yml"), "config", "--quiet"],

@@ -47,13 +47,16 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def images(engine: None) -> dict[str, str]:
+def images(engine: None) -> Iterator[dict[str, str]]:
     started = time.monotonic()
     standins = standin_images()
     built = time.monotonic()
     build_image(standins["STACK_PYTHON_IMAGE"])
     record(standins_s=round(built - started, 1), image_build_s=round(time.monotonic() - built, 1))
-    return standins
+    yield standins
+    # The engine's cache outlives the run: keep the image, drop what this run superseded.
+    docker("rmi", NEXT_IMAGE, check=False)
+    docker("image", "prune", "-f", "--filter", "label=org.opencontainers.image.title=gradual")
 
 
 @pytest.fixture(scope="module")
