@@ -286,7 +286,9 @@ def nginx_config(run_dir: Path, listen: str, replicas: list[Component]) -> Path:
     for folder in temp.values():
         folder.mkdir(parents=True, exist_ok=True)
     servers = " ".join(f"server {urlsplit(r.url).netloc};" for r in replicas)
-    values = {"BALANCER_LISTEN": listen, "BALANCER_UPSTREAM": servers}
+    upstream = f"upstream gradual_api {{ zone gradual_api 64k; {servers} keepalive 16; }}"
+    values = {"BALANCER_LISTEN": listen, "BALANCER_UPSTREAM": upstream}
+    values["BALANCER_TARGET"] = "gradual_api"
     site = re.sub(r"\$\{(BALANCER_\w+)\}", lambda m: values[m[1]], NGINX_TEMPLATE.read_text())
     (home / "gradual.conf").write_text(site)
     user = ""

@@ -183,11 +183,12 @@ def test_nginx_template_uses_only_what_the_balancer_is_given(compose: dict[str, 
     balancer = compose["services"]["balancer"]
     placeholders = set(re.findall(r"\$\{(\w+)\}", NGINX_CONF.read_text()))
     environment = balancer["environment"]
-    assert placeholders == {"BALANCER_LISTEN", "BALANCER_UPSTREAM"}
+    assert placeholders == {"BALANCER_LISTEN", "BALANCER_UPSTREAM", "BALANCER_TARGET"}
     assert placeholders <= set(environment)
     # The image substitutes only these: nginx's own $host, $remote_addr... stay as they are.
     assert all(re.match(environment["NGINX_ENVSUBST_FILTER"], name) for name in placeholders)
-    assert "server api:8000" in environment["BALANCER_UPSTREAM"]
+    assert environment["BALANCER_UPSTREAM"].startswith("resolver 127.0.0.11 ")  # Docker's DNS
+    assert environment["BALANCER_TARGET"] == "api:8000"
     assert balancer["ports"][0].endswith(f":{environment['BALANCER_LISTEN']}")
 
 
@@ -283,7 +284,7 @@ def _docker_compose() -> Path:
 def _compose_config(tmp_path: Path, *files: str, env: dict[str, str]) -> dict[str, Any]:
     """`docker compose config` on a copy of docker/ with a filled-in .env: no engine needed."""
     copy = tmp_path / "docker"
-    shutil.copytree(COMPOSE.parent, copy, ignore=shutil.ignore_patterns(".env"))
+    shutil.copytree(COMPOSE.parent, copy, ignore=shutil.ignore_patterns(".env", "wheels"))
     values = {**env_file(ENV_EXAMPLE), **env}
     (copy / ".env").write_text("".join(f"{key}={value}\n" for key, value in values.items()))
     args = [arg for name in files for arg in ("-f", str(copy / name))]
@@ -318,7 +319,9 @@ def test_docker_compose_merges_the_gpu_override(tmp_path: Path) -> None:
     files = ("docker-compose.yml", "docker-compose.gpu.yml")
     api = _compose_config(tmp_path, *files, env=SECRETS)["services"]["api"]
     assert api["image"] == "gradual:cuda"
-    assert api["build"]["args"] == {"TORCH": "cuda"}
+    assert api["build"]["args"] == {
+        "TORCH": "cuda", "PYTHON_IMAGE": "python:3.11-slim-bookworm", "TORCH_WHEELS": ""
+    }  # fmt: skip
     assert api["environment"]["GRADUAL_DEVICE"] == "cuda"
     (device,) = api["deploy"]["resources"]["reservations"]["devices"]
     assert (device["driver"], device["count"], device["capabilities"]) == ("nvidia", -1, ["gpu"])
@@ -327,7 +330,7 @@ def test_docker_compose_merges_the_gpu_override(tmp_path: Path) -> None:
 @pytest.mark.parametrize("secret", sorted(SECRETS))
 def test_docker_compose_refuses_to_start_without_a_secret(tmp_path: Path, secret: str) -> None:
     copy = tmp_path / "docker"
-    shutil.copytree(COMPOSE.parent, copy, ignore=shutil.ignore_patterns(".env"))
+    shutil.copytree(COMPOSE.parent, copy, ignore=shutil.ignore_patterns(".env", "wheels"))
     (copy / ".env").write_text("".join(f"{k}={v}\n" for k, v in SECRETS.items() if k != secret))
     result = subprocess.run(
         [_docker_compose(), "-f", str(copy / "docker-compose.yml"), "config", "--quiet"],
