@@ -25,6 +25,7 @@ from service.storage.db.engine import make_engine, make_sessionmaker
 from service.storage.registry import Registry
 from service.storage.weights import WeightStore
 from service.streaming.cluster import Cluster
+from service.streaming.submitter import StreamSubmitter
 
 log = logging.getLogger("gradual")
 
@@ -52,6 +53,7 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
         redis = _redis(settings.redis_url) if settings.redis_url else None
         if redis is not None:
             hub.cluster = Cluster(hub, redis, settings)
+            hub.submitter = StreamSubmitter(hub.cluster)  # every change through the streams
             await hub.cluster.start()
         app.state.redis = redis
         app.state.loaded = True

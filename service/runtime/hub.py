@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -45,13 +43,13 @@ from service.runtime.live import FitOutcome, LiveModel, StreamGuard, Trained
 from service.runtime.metrics import Metrics
 from service.runtime.microbatch import MicroBatcher
 from service.runtime.notify import Notifier
+from service.runtime.submit import LocalLog, Submitter, consume
 from service.storage.db.tables import ModelRow, VersionRow
 from service.storage.guard import StorageGuard, volumes_of
 from service.storage.registry import NewModel, NewVersion, Registry
-from service.storage.wal import Arrays, ModelLog, Record
+from service.storage.wal import ModelLog
 from service.storage.weights import WeightStore
 from service.streaming.cluster import Cluster, OutcomeLate
-from service.streaming.entries import Entry
 
 log = logging.getLogger("gradual.hub")
 
@@ -61,7 +59,7 @@ class ModelHub:
 
     Writes (partial-fit, validation rows, commands) are logged, then queued to the model's
     single writer; reads (predict, views) use the status the writer last published. With
-    Redis, `cluster` carries writes through the model's stream to its owner instead."""
+    Redis, the submitter carries writes through the model's stream to its owner instead."""
 
     def __init__(
         self, settings: Settings, registry: Registry, store: WeightStore,
@@ -93,10 +91,8 @@ class ModelHub:
             max_batch=settings.predict_max_batch, max_wait_s=settings.predict_max_wait_ms / 1000,
             on_batch=lambda _key, rows, _requests: self.metrics.predict_rows.observe(rows),
         )  # fmt: skip
-        # The log's fsyncs run on threads of their own, not on the worker pool: a model's
-        # training then keeps to one pool thread (and one malloc arena) instead of alternating
-        # with the fsyncs, which grew the process by ~80 MB over a long stream.
-        self.syncer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gradual-fsync")
+        # Where changes go: the local log here; the lifespan swaps in the Redis stream.
+        self.submitter: Submitter = LocalLog(self.executor, self.storage)
         self.failed: dict[str, str] = {}
         self.cluster: Cluster | None = None  # set when Redis coordinates several replicas
         self._models: dict[str, LiveModel] = {}
@@ -138,7 +134,8 @@ class ModelHub:
                 await to_thread.run_sync(self.executor.snapshot_or_defer, live, live.seq)
             if live.log is not None:
                 live.log.close()
-        self.syncer.shutdown(wait=True)
+        if isinstance(self.submitter, LocalLog):
+            self.submitter.close()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -154,8 +151,7 @@ class ModelHub:
         finally:
             self._creating.discard(request.name)
         self._models[live.name] = live
-        if self.cluster is not None:
-            await self.cluster.announce(live.name)
+        await self.submitter.created(live.name)
         return live
 
     def _create_written(self, request: CreateModel) -> LiveModel:
@@ -233,8 +229,7 @@ class ModelHub:
         await live.pipeline.run(delete)
         self._models.pop(name, None)
         self.versions.forget(live.id)
-        if self.cluster is not None:
-            await self.cluster.forget(name)
+        await self.submitter.deleted(name)
 
     # -- serving --------------------------------------------------------------------------
 
@@ -262,55 +257,23 @@ class ModelHub:
         if future is None or (resent and not wait):  # already applied, or durable and queued
             return FitOutcome(None, duplicate=True)
         if not wait:  # (answered once durable: by then it may have trained already)
-            return FitOutcome(None, queued=await self._depth(live) if self.cluster else position)
+            return FitOutcome(None, queued=await self.submitter.queued(live, position))
         try:
             return FitOutcome(await future, duplicate=resent)
         except OutcomeLate:  # durable in the stream: it will apply
-            return FitOutcome(None, queued=await self._depth(live))
-
-    async def _depth(self, live: LiveModel) -> int:
-        if self.cluster is not None:
-            return await self.cluster.backlog(live.name)
-        return live.pipeline.depth
+            return FitOutcome(None, queued=await self.submitter.queued(live, position))
 
     async def submit_fit(
         self, name: str, inputs: np.ndarray, targets: np.ndarray, *, batch_id: str | None,
         wait: bool = True, guard: StreamGuard | None = None,
     ) -> asyncio.Future[Trained] | None:  # fmt: skip
-        """The batch's future once it is durable, or None for a batch id applied already.
-
-        A resend of a batch still queued gets the pending attempt's future: its answer is that
-        attempt's outcome (a refusal included), never an early "duplicate"."""
+        """The batch's future once it is durable, or None for a batch id applied already."""
         live = self.live(name)
+        self.storage.check()  # a full or read-only disk: refused before anything is logged
         arrays = {"inputs": inputs, "targets": targets}
-        if self.cluster is not None:
-            self.storage.check()
-            remote = await self.cluster.submit(live, Entry("fit", {}, arrays, batch_id))
-            if remote is not None and not wait:
-                remote.add_done_callback(_consume)
-            return remote
-        async with live.ingest:
-            if batch_id is not None and (pending := live.inflight.get(batch_id)) is not None:
-                return pending
-            if batch_id is not None and live.ledger.seen(batch_id):
-                return None
-            live.pipeline.ensure_room()
-            self.storage.check()  # a full or read-only disk: refused before anything is logged
-            # Written from the loop (a buffered write, no thread hop); fsynced in a thread.
-            with self.storage.writing("log", refusal=True):
-                record = live.append("fit", {"batch_id": batch_id}, arrays, sync=False)
-            run = partial(self.executor.run, live, record, guard=guard, wait=wait)
-            # The batch trains while its record goes to disk; it is answered after both.
-            synced = asyncio.ensure_future(self._sync(live, record.seq))
-            trained = live.pipeline.submit(run, batch=True)
-            future: asyncio.Future[Trained] = asyncio.ensure_future(_after(synced, trained))
-            if not wait:
-                await asyncio.shield(synced)  # a queued answer is still an acknowledgement
-            if batch_id is not None:
-                live.inflight[batch_id] = future
-                future.add_done_callback(lambda _: live.inflight.pop(batch_id, None))
-        if not wait:
-            future.add_done_callback(_consume)
+        future = await self.submitter.fit(live, arrays, batch_id=batch_id, wait=wait, guard=guard)
+        if future is not None and not wait:
+            future.add_done_callback(consume)
         return future
 
     async def add_validation(self, name: str, inputs: np.ndarray, targets: np.ndarray) -> int:
@@ -361,34 +324,11 @@ class ModelHub:
         self, name: str, kind: RecordKind, args: dict[str, Any] | None = None,
         arrays: dict[str, np.ndarray] | None = None,
     ) -> Any:  # fmt: skip
-        """Logs a command, then runs it as the model's only writer, in order with its batches."""
+        """Makes a command durable, then runs it as the model's only writer, in order with its
+        batches."""
         live = self.live(name)
         self.storage.check()
-        if self.cluster is not None:
-            future = await self.cluster.submit(live, Entry(kind, args or {}, arrays or {}))
-            return None if future is None else await future
-        async with live.ingest:
-            record = await to_thread.run_sync(
-                partial(self._append_synced, live, kind, args or {}, arrays or {})
-            )
-            future = live.pipeline.submit(partial(self.executor.run, live, record), batch=False)
-        return await future
-
-    async def _sync(self, live: LiveModel, seq: int) -> None:
-        if live.log is not None:
-            await asyncio.get_running_loop().run_in_executor(
-                self.syncer, self._sync_log, live.log, seq
-            )
-
-    def _sync_log(self, wal: ModelLog, seq: int) -> None:
-        with self.storage.writing("log"):
-            wal.sync(seq)
-
-    def _append_synced(
-        self, live: LiveModel, kind: RecordKind, args: dict[str, Any], arrays: Arrays
-    ) -> Record:
-        with self.storage.writing("log"):  # a failed sync: the record is logged, not refused
-            return live.append(kind, args, arrays, sync=True)
+        return await self.submitter.command(live, kind, args or {}, arrays or {})
 
     # -- scale-out ------------------------------------------------------------------------
 
@@ -436,22 +376,6 @@ def _moved(live: LiveModel, row: ModelRow) -> bool:
     if row.snapshot_seq is not None and row.snapshot_seq != live.snapshot_seq:
         return True
     return row.served_version != live.status.served_version
-
-
-async def _after(synced: asyncio.Future[None], trained: asyncio.Future[Trained]) -> Trained:
-    """The batch's outcome, once its record is on disk too (acknowledged ⇒ durable)."""
-    try:
-        await synced
-    except BaseException:
-        trained.add_done_callback(_consume)
-        raise
-    return await trained
-
-
-def _consume(future: asyncio.Future[Any]) -> None:
-    """Marks an unawaited job's exception as seen (it is in the event log)."""
-    if not future.cancelled():
-        future.exception()
 
 
 def _check_monitor(training: TrainingConfig, spec: NetworkSpec) -> None:

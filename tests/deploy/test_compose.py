@@ -36,12 +36,6 @@ from tests.deploy.stackfiles import (
     merged,
 )
 
-# Settings the compose stack passes that other issues are adding right now; each must become a
-# field of service.config.Settings when its issue lands (then drop it from here).
-PENDING_SETTINGS = {
-    "GRADUAL_API_TOKENS": "issue 8 (access control)",
-    "GRADUAL_TRUSTED_HOSTS": "issue 8 (access control)",
-}
 GRADUAL_SERVICES = ("migrate", "api")
 
 
@@ -114,7 +108,7 @@ def test_schema_check_refuses_a_broken_compose_file(compose: dict[str, Any]) -> 
 
 
 def test_every_gradual_variable_is_a_setting(compose: dict[str, Any]) -> None:
-    unknown = _gradual_names_set(compose) - _settings_fields() - set(PENDING_SETTINGS)
+    unknown = _gradual_names_set(compose) - _settings_fields()
     assert unknown == set(), "GRADUAL_* is reserved for service.config.Settings fields"
 
 

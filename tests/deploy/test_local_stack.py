@@ -24,7 +24,6 @@ import redis
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 
-from service.config import Settings
 from service.storage.db.migrate import alembic_config
 from tests.conftest import POSTGRES_URL, unavailable
 from tests.deploy.stackfiles import ENV_EXAMPLE, ROOT, env_file
@@ -36,9 +35,6 @@ SCRIPT = ROOT / "scripts" / "local_stack.py"
 TOKEN = "e2e-" + secrets.token_hex(8)
 # The test server's superuser connection: local-stack makes its role and database through it.
 ADMIN_URL = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
-# Cross-replica behaviour (a replica that does not own a model forwards or enqueues its
-# batches, and serves the versions the owner promotes) is the Redis mode of issue 4.
-REDIS_MODE = "redis_url" in Settings.model_fields
 
 
 @dataclass
@@ -245,9 +241,6 @@ def test_model_created_through_the_balancer_learns_and_checkpoints_to_postgres(
     assert accuracy > 0.8
 
 
-@pytest.mark.xfail(
-    not REDIS_MODE, strict=True, reason="needs the Redis mode of issue 4 (shared ownership)"
-)
 def test_any_replica_takes_batches_and_both_serve_the_same_version(stack: RunningStack) -> None:
     x_train, x_test, y_train, y_test = digits_split(seed=1)
     with _client(stack.balancer) as client:
