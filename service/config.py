@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     predict_max_batch: int = Field(
         default=64, ge=1, description="Rows one coalesced predict forward pass may carry."
     )
+    predict_inline_ms: float = Field(
+        default=0.3, ge=0, description="A served version whose last forward pass took at "
+        "most this long runs the next one on the event loop instead of a worker thread.",
+    )  # fmt: skip
     predict_max_wait_ms: float = Field(
         default=2.0, ge=0, description="How long a predict may wait for company while busy."
     )

@@ -24,20 +24,22 @@ class Access:
         self.scope = scope  # None: open to anyone
 
     async def __call__(self, request: Request) -> None:
-        settings: Settings = request.app.state.settings
-        if self.scope is None or not settings.auth_enabled:
-            return
-        token = bearer_token(request.headers.get("authorization"))
-        if token is None:
-            raise Unauthorized("a bearer token is required (Authorization: Bearer <token>)")
-        granted = scope_of(token, settings.api_tokens)
-        if granted is None:
-            raise Unauthorized("the bearer token is not valid")
-        if granted < self.scope:
-            needed = self.scope.name.lower()
-            raise Forbidden(
-                f"this needs a {needed} token; yours is {granted.name.lower()}", scope=needed
-            )
+        authorize(request.app.state.settings, self.scope, request.headers.get("authorization"))
+
+
+def authorize(settings: Settings, needed: Scope | None, authorization: str | None) -> None:
+    """Raises Unauthorized or Forbidden unless the `Authorization` header grants `needed`."""
+    if needed is None or not settings.auth_enabled:
+        return
+    token = bearer_token(authorization)
+    if token is None:
+        raise Unauthorized("a bearer token is required (Authorization: Bearer <token>)")
+    granted = scope_of(token, settings.api_tokens)
+    if granted is None:
+        raise Unauthorized("the bearer token is not valid")
+    if granted < needed:
+        name = needed.name.lower()
+        raise Forbidden(f"this needs a {name} token; yours is {granted.name.lower()}", scope=name)
 
 
 def bearer_token(header: str | None) -> str | None:
