@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     access_log: bool = Field(
         default=False, description="A log line per request (synchronous: off on the hot path)."
     )
+    opentelemetry: bool = Field(
+        default=False, description="FastAPI's native OpenTelemetry spans, metrics and logs for "
+        "a configured global provider; off: no request pays the provider lookups.",
+    )  # fmt: skip
 
     # Scale-out: with Redis, replicas share PostgreSQL, Redis and the data dir's weights.
     redis_url: str | None = Field(
