@@ -3,6 +3,7 @@ hand-written FastAPI handler (bench/handlers_server.py), on the same MLP and the
 in one run.
 
     python -m bench.http_wrk [--runs 3] [--seconds 8] [--before /path/to/main/checkout]
+    python -m bench.http_wrk --flatness-minutes 10      (16 connections, minute by minute)
 
 Predict: one-row JSON bodies (float32 values as `tolist()` writes them) at 1, 16 and 64
 connections (`wrk -t1`): requests/s, p50 and p99, the server's CPU (cores). Partial-fit: one
@@ -88,6 +89,10 @@ class Bodies:
 def extend(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--before", help="a checkout of the service to measure beside this one")
     parser.add_argument("--connections", default="1,16,64", help="predict connection counts")
+    parser.add_argument(
+        "--flatness-minutes", type=int, default=0, metavar="M",
+        help="instead: predict at 16 connections for M minutes, minute by minute (not in CI)",
+    )  # fmt: skip
     parser.add_argument(
         "--gradual-arg", action="append", default=[], metavar="ARG",
         help="an extra argument for `gradual serve` (repeatable; e.g. --gradual-arg=--workers=2)",
@@ -243,7 +248,7 @@ def _predict_rows(figures: Figures, name: str, connections: int) -> list[Row]:
         Row(
             f"predict, {connections} connection(s), 1 row, {name} / naive",
             f"{rate:,.0f} req/s, p50 {p50:.2f} ms, p99 {p99:.1f} ms",
-            f"server CPU {cores:.2f} cores; naive {naive:,.0f} req/s",
+            f"server CPU {cores:.2f} cores, {cores / rate * 1e6:,.0f} µs/req; naive {naive:,.0f}",
             rate / naive,
             "≥ 3" if service and connections == 64 else "-",
         )
@@ -304,13 +309,37 @@ def notes(figures: Figures, opts: Options) -> list[str]:
     ]
 
 
+def flatness(opts: Options, minutes: int) -> tuple[list[Row], list[str]]:
+    """Predict at 16 connections on one Gradual for `minutes` one-minute wrk runs back to
+    back: does throughput hold with uptime? (last minute ÷ first)"""
+    loads: list[Load] = []
+    extra = opts.args.gradual_arg
+    with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp, gradual(opts, extra=extra) as one:
+        asyncio.run(create_models(one.port))
+        bodies = make_bodies(Path(tmp))
+        for _ in range(minutes):
+            loads.append(wrk(one, "/v1/models/small/predict", JSON, bodies.predict, 16, 60))
+    found = [
+        Row(f"predict, 16 connections, minute {i + 1}", f"{load.rate:,.0f} req/s",
+            f"{load.cores / load.rate * 1e6:,.0f} µs CPU/req; load {load.load:.1f}",
+            load.rate / loads[0].rate, "-")
+        for i, load in enumerate(loads)
+    ]  # fmt: skip
+    last = loads[-1].rate / loads[0].rate
+    found.append(Row("predict, 16 connections, last minute / first", "", "", last, "≥ 0.95"))
+    return found, ["one server, one-minute wrk runs back to back (wrk -t1 -c16)"]
+
+
 def main() -> None:
     opts = options(__doc__ or "", runs=3, seconds=8.0, extend=extend)
     opts.args.connection_counts = [int(c) for c in opts.args.connections.split(",") if c]
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
     reference.one_thread()
-    found, remarks = measure(opts)
+    if opts.args.flatness_minutes:
+        found, remarks = flatness(opts, opts.args.flatness_minutes)
+    else:
+        found, remarks = measure(opts)
     report("Predict and partial-fit under wrk (MLP 54→256→256→7, 1 torch thread)", found, remarks)
 
 
