@@ -24,14 +24,15 @@ class Access:
         self.scope = scope  # None: open to anyone
 
     async def __call__(self, request: Request) -> None:
-        authorize(request.app.state.settings, self.scope, request.headers.get("authorization"))
+        settings: Settings = request.app.state.settings
+        authorize(request.headers.get("authorization"), settings, self.scope)
 
 
-def authorize(settings: Settings, needed: Scope | None, authorization: str | None) -> None:
-    """Raises Unauthorized or Forbidden unless the `Authorization` header grants `needed`."""
+def authorize(header: str | None, settings: Settings, needed: Scope | None) -> None:
+    """Raises Unauthorized or Forbidden unless the `Authorization` value grants `needed`."""
     if needed is None or not settings.auth_enabled:
         return
-    token = bearer_token(authorization)
+    token = bearer_token(header)
     if token is None:
         raise Unauthorized("a bearer token is required (Authorization: Bearer <token>)")
     granted = scope_of(token, settings.api_tokens)

@@ -86,7 +86,7 @@ async def _answer(
 ) -> ASGIApp:  # fmt: skip
     try:
         header = None if authorization is None else authorization.decode("latin-1")
-        authorize(settings, ACTIONS[action], header)
+        authorize(header, settings, ACTIONS[action])
         if action == "predict":
             return await predict_answer(name, kind, body, hub, settings, None)
         return await fit_answer(name, kind, body, hub, settings, wait=True, batch_id=None)
