@@ -8,11 +8,11 @@ from fastapi import Response, status
 from service.api.bodies import fields_from, optional_version
 from service.api.fitting import FIT_KEYS, labelled_batch
 from service.api.responses import FastJSONResponse
+from service.api.schemas import QueuedResponse
 from service.api.views import fit_view
-from service.batches import matrix_from
 from service.config import Settings
-from service.hub import ModelHub
-from service.schemas import QueuedResponse
+from service.runtime.batches import matrix_from
+from service.runtime.hub import ModelHub
 
 PREDICT_KEYS = {"inputs", "version"}
 

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.access import Scope as Granted
 from service.api.access import authorize
 from service.api.answers import fit_answer, predict_answer
 from service.api.edge import first_of_each
 from service.api.errors import domain_error_response
 from service.config import Settings
 from service.errors import GradualError
-from service.hub import ModelHub
+from service.runtime.hub import ModelHub
+from service.tokens import Scope as Granted
 
 PREFIX = "/v1/models/"
 ACTIONS = {"predict": Granted.READ, "partial-fit": Granted.WRITE}

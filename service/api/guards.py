@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_to_bytes
 
-from service.schemas import NAME_PATTERN
+from service.api.schemas import NAME_PATTERN
 
 NAME = re.compile(NAME_PATTERN.encode())
 NAMED = (b"/v1/models/", b"/v2/models/")

@@ -19,8 +19,7 @@ from service.api.bodies import (
 from service.api.deps import HubDep, NameParam, SettingsDep
 from service.api.fitting import labelled_batch, ndjson_fit
 from service.api.responses import DuplexStreamingResponse
-from service.api.views import model_view, validation_view
-from service.schemas import (
+from service.api.schemas import (
     MAX_VERSION,
     CandidateList,
     CandidateView,
@@ -36,6 +35,7 @@ from service.schemas import (
     ValidationRequest,
     ValidationView,
 )
+from service.api.views import model_view, validation_view
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

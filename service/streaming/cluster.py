@@ -23,20 +23,20 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import commands
 from service.config import Settings
 from service.errors import Fenced, GradualError, QueueFull, Unavailable
-from service.live import LiveModel
+from service.runtime import executor as commands
+from service.runtime.live import LiveModel
+from service.storage.wal import Record
 from service.streaming import entries, keys
 from service.streaming.entries import Entry
 from service.streaming.keys import Keys
 from service.streaming.lease import Leases
 from service.streaming.outcomes import Outcomes, message
 from service.streaming.streams import Streams
-from service.wal import Record
 
 if TYPE_CHECKING:
-    from service.hub import ModelHub
+    from service.runtime.hub import ModelHub
 
 log = logging.getLogger("gradual.cluster")
 

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from service.app import create_app
-from service.cli import app as cli
+from service.cli.main import app as cli
 from service.config import Settings
 from tests.factories import checkpoint, labelled, model_body, predicted, rows
 

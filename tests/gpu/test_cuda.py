@@ -16,8 +16,8 @@ import torch
 from fastapi.testclient import TestClient
 
 from service.config import Settings
-from service.hub import ModelHub
-from service.served import to_device
+from service.learning.served import to_device
+from service.runtime.hub import ModelHub
 from tests.factories import checkpoint, fit, labelled, model_body, predicted, rows
 
 DEVICE = torch.device(os.environ.get("GRADUAL_TEST_DEVICE", "cuda"))

@@ -17,10 +17,10 @@ from safetensors.torch import save as save_tensors
 
 from models.spec import OptimizerSpec
 from service.errors import VersionUnavailable
-from service.learning.config import TrainingConfig
 from service.learning.head import HeadState, TrainingHead
 from service.learning.trainer import Limits, fit
-from service.weights import Checkpoint, WeightStore, decode, encode
+from service.learning.training_config import TrainingConfig
+from service.storage.weights import Checkpoint, WeightStore, decode, encode
 from tests.models.examples import inputs, network_spec, optimizer_examples, targets
 
 CPU = torch.device("cpu")

@@ -15,8 +15,8 @@ from typing import Any
 from service import crashpoints
 from service.learning.head import TrainingHead
 from service.learning.ledger import BatchLedger
-from service.registry import NewVersion, Pointers, Registry
-from service.weights import WeightStore
+from service.storage.registry import NewVersion, Pointers, Registry
+from service.storage.weights import WeightStore
 
 
 class ModelRecorder:

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.registry import Registry
+from service.storage.registry import Registry
 
 MODEL_FOLDER = re.compile(r"m\d+")  # the store's `m<model id>`
 UNLOADABLE = ("missing", "corrupt")  # statuses this check gives; `archived` is retention's
