@@ -3,6 +3,7 @@ torch thread, Adam, no service around it. Every figure is a ratio against these.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -30,6 +31,17 @@ def one_thread() -> None:
     torch.set_num_threads(1)
 
 
+def device() -> torch.device:
+    """Where the raw reference runs: `GRADUAL_BENCH_DEVICE` (default cpu; scripts/gpu-check
+    sets cuda, beside a server with `GRADUAL_DEVICE=cuda`)."""
+    return torch.device(os.environ.get("GRADUAL_BENCH_DEVICE", "cpu"))
+
+
+def _synchronize() -> None:
+    if device().type == "cuda":
+        torch.cuda.synchronize()
+
+
 def warm_up(*, training: bool = False) -> None:
     """First calls are slow (the first optimizer step imports torch's dynamo): pay before
     measuring, while the server boots."""
@@ -40,7 +52,8 @@ def warm_up(*, training: bool = False) -> None:
 
 def _batches(count: int, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     x, y = dataset(count * batch, seed=1)
-    xs, ys = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y)
+    xs = torch.from_numpy(x.astype(np.float32)).to(device())
+    ys = torch.from_numpy(y).to(device())
     return [(xs[i : i + batch], ys[i : i + batch]) for i in range(0, count * batch, batch)]
 
 
@@ -52,7 +65,7 @@ def train_rate(
     backward, Adam step. With `steps_per_batch` and `replay_ratio` each batch of new rows
     takes that many steps on itself plus `replay_ratio` rows per new row (the work of the
     service's `steps_per_batch` and `replay_ratio`; the drawing of rows is not counted)."""
-    network = mlp(hidden)
+    network = mlp(hidden).to(device())
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     data = _batches(16, batch * (1 + replay_ratio))
@@ -70,13 +83,15 @@ def train_rate(
     while (elapsed := time.perf_counter() - start) < seconds:
         step(steps)
         steps += 1
+    _synchronize()
+    elapsed = time.perf_counter() - start
     return Rate(steps * batch / elapsed, steps * batch / max(time.thread_time() - cpu, 1e-9))
 
 
 def forward_seconds(hidden: Sequence[int], *, batch: int, seconds: float) -> float:
     """Median time of one forward pass (inference mode) at `batch` rows."""
-    network = mlp(hidden).eval()
-    x = _batches(1, batch)[0][0]
+    network = mlp(hidden).eval().to(device())
+    x, cuda = _batches(1, batch)[0][0], device().type == "cuda"
     times: list[float] = []
     with torch.inference_mode():
         for _ in range(5):
@@ -85,5 +100,7 @@ def forward_seconds(hidden: Sequence[int], *, batch: int, seconds: float) -> flo
         while not times or time.perf_counter() - start < seconds:
             begin = time.perf_counter()
             network(x)
+            if cuda:
+                torch.cuda.synchronize()
             times.append(time.perf_counter() - begin)
     return statistics.median(times)

@@ -119,23 +119,26 @@ def _gradual_command(port: int) -> list[str]:
 @contextmanager
 def gradual(
     opts: Options, *, env: dict[str, str] | None = None,
-    meanwhile: Callable[[], object] | None = None,
+    meanwhile: Callable[[], object] | None = None, checkout: str | None = None,
+    name: str = "gradual", wait: bool = True, extra: Sequence[str] = (),
 ) -> Iterator[Server]:  # fmt: skip
-    """`gradual serve` with its data in a fresh temporary directory and one torch thread."""
+    """`gradual serve` with its data in a fresh temporary directory and one torch thread;
+    `checkout`: the service's code from another tree (e.g. main's, for a before/after)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-gradual-data-") as data:
         settings = {"GRADUAL_DATA_DIR": data, "GRADUAL_TORCH_THREADS": "1", "GRADUAL_DEVICE": "cpu"}
-        settings["PYTHONPATH"] = _this_checkout()  # not the one the `gradual` script came from
+        # Not the tree the `gradual` script came from.
+        settings["PYTHONPATH"] = _this_checkout(checkout)
         if opts.log_level:
             settings["GRADUAL_LOG_LEVEL"] = opts.log_level
         settings |= opts.server_env | (env or {})
-        command = _gradual_command(port)
-        with server("gradual", command, settings, "/readyz", port, meanwhile) as running:
+        command = [*_gradual_command(port), *extra]
+        with server(name, command, settings, "/readyz", port, meanwhile, wait) as running:
             yield running
 
 
-def _this_checkout() -> str:
-    root = str(Path(__file__).resolve().parent.parent)
+def _this_checkout(checkout: str | None = None) -> str:
+    root = checkout or str(Path(__file__).resolve().parent.parent)
     return os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
 
 
@@ -155,3 +158,12 @@ def naive(hidden: Sequence[int], *, wait: bool = True) -> AbstractContextManager
     """The naive FastAPI endpoint of bench/naive_server.py, in its own process."""
     shape = ",".join(map(str, hidden))
     return module_server("naive", "bench.naive_server", ["--hidden", shape], wait=wait)
+
+
+def handlers(
+    kind: str, hidden: Sequence[int], *, wait: bool = True
+) -> AbstractContextManager[Server]:
+    """The lean or naive hand-written server of bench/handlers_server.py, in its own process."""
+    shape = ",".join(map(str, hidden))
+    args = ["--kind", kind, "--hidden", shape]
+    return module_server(kind, "bench.handlers_server", args, wait=wait)

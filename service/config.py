@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     predict_max_batch: int = Field(
         default=64, ge=1, description="Rows one coalesced predict forward pass may carry."
     )
+    predict_inline_ms: float = Field(
+        default=0.3, ge=0, description="A served version whose last forward pass took at "
+        "most this long runs the next one on the event loop instead of a worker thread.",
+    )  # fmt: skip
     predict_max_wait_ms: float = Field(
         default=2.0, ge=0, description="How long a predict may wait for company while busy."
     )
@@ -130,6 +134,10 @@ class Settings(BaseSettings):
     access_log: bool = Field(
         default=False, description="A log line per request (synchronous: off on the hot path)."
     )
+    opentelemetry: bool = Field(
+        default=False, description="FastAPI's native OpenTelemetry spans, metrics and logs for "
+        "a configured global provider; off: no request pays the provider lookups.",
+    )  # fmt: skip
 
     # Scale-out: with Redis, replicas share PostgreSQL, Redis and the data dir's weights.
     redis_url: str | None = Field(

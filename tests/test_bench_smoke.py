@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -61,3 +62,17 @@ def test_bench_script_runs_in_smoke_mode_and_prints_its_figures(
     output = run.log.read_text()
     assert code == 0, output[-3000:]
     assert FIGURE.search(output), output[-3000:]
+
+
+def test_the_wrk_bench_runs_in_smoke_mode_after_the_others() -> None:
+    """bench.http_wrk boots three servers of its own: run alone, after the others, so that
+    its boots do not add to theirs on two cores. Needs Debian's wrk."""
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (apt-get install wrk)")
+    command = [sys.executable, "-m", "bench.http_wrk", "--smoke"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert FIGURE.search(done.stdout), done.stdout[-3000:]

@@ -247,3 +247,36 @@ def test_a_lone_request_cancelled_mid_forward_leaves_the_lane_working() -> None:
         return await batcher.submit("m", model, x)
 
     assert torch.allclose(run(cancel_then_ask_again), model.outputs(x), rtol=1e-5, atol=1e-6)
+
+
+class ThreadRecordingServed(ServedModel):
+    """Records the thread each forward pass ran on."""
+
+    def __init__(self, version: int, seed: int) -> None:
+        super().__init__(version, build_network(SPEC, seed=seed))
+        self.threads: list[int] = []
+
+    def outputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        self.threads.append(threading.get_ident())
+        return super().outputs(inputs)
+
+
+@pytest.mark.parametrize(("inline_max_s", "inline"), [(1.0, True), (0.0, False)])
+def test_a_fast_forward_runs_on_the_event_loop_after_its_first_pass(
+    inline_max_s: float, inline: bool
+) -> None:
+    """The first pass of a version runs in a worker thread and is timed; later ones run on
+    the loop's own thread when that time is within `inline_max_s`, with the same outputs."""
+    model = ThreadRecordingServed(1, seed=0)
+    rows = requests(3)
+
+    async def three() -> tuple[int, list[torch.Tensor]]:
+        batcher = MicroBatcher(inline_max_s=inline_max_s)
+        outputs = [await batcher.submit("m", model, r) for r in rows]
+        return threading.get_ident(), outputs
+
+    loop_thread, outputs = run(three)
+    assert model.threads[0] != loop_thread
+    assert [thread == loop_thread for thread in model.threads[1:]] == [inline, inline]
+    for row, out in zip(rows, outputs, strict=True):
+        assert torch.equal(out, model.outputs(row))

@@ -27,10 +27,14 @@ def media_type(request: Request) -> str:
 
 async def payload(request: Request, *, allowed: set[str]) -> dict[str, Any]:
     """The body as fields: a JSON object, or arrays from a binary tensor body."""
-    kind = media_type(request)
+    return fields_from(media_type(request), await request.body(), allowed=allowed)
+
+
+def fields_from(kind: str, body: bytes, *, allowed: set[str]) -> dict[str, Any]:
+    """A body already read, of media type `kind`, as fields (see `payload`)."""
     if kind in BINARY_TYPES:
-        return binary_arrays(kind, await request.body(), allowed=allowed)
-    return await json_object(request, allowed=allowed)
+        return binary_arrays(kind, body, allowed=allowed)
+    return json_fields(kind, body, allowed=allowed)
 
 
 def binary_arrays(kind: str, body: bytes, *, allowed: set[str]) -> dict[str, Any]:
@@ -53,10 +57,13 @@ def binary_arrays(kind: str, body: bytes, *, allowed: set[str]) -> dict[str, Any
 
 async def json_object(request: Request, *, allowed: set[str]) -> dict[str, Any]:
     """The body as a JSON object with only `allowed` keys."""
-    kind = media_type(request)
+    return json_fields(media_type(request), await request.body(), allowed=allowed)
+
+
+def json_fields(kind: str, body: bytes, *, allowed: set[str]) -> dict[str, Any]:
     if kind not in JSON_TYPES:
         raise UnsupportedMediaType(f"expected application/json, got {kind}")
-    payload = decode_json(await request.body())
+    payload = decode_json(body)
     if not isinstance(payload, dict):
         raise InvalidInput("the body must be a JSON object", field="body")
     unknown = sorted(set(payload) - allowed)

@@ -58,6 +58,10 @@ def error_headers(error: errors.GradualError) -> dict[str, str]:
 
 async def _domain_error(_request: Request, exc: Exception) -> FastJSONResponse:
     assert isinstance(exc, errors.GradualError)
+    return domain_error_response(exc)
+
+
+def domain_error_response(exc: errors.GradualError) -> FastJSONResponse:
     response = error_response(status_for(exc), exc.code, exc.message, exc.field)
     response.headers.update(error_headers(exc))
     return response

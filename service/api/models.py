@@ -8,17 +8,17 @@ from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel
 
 from service.api.access import ADMIN, READ, WRITE
+from service.api.answers import fit_answer, predict_answer
 from service.api.bodies import (
     NDJSON,
     NPY,
     SAFETENSORS,
     media_type,
-    optional_version,
     payload,
 )
 from service.api.deps import HubDep, NameParam, SettingsDep
-from service.api.fitting import FIT_KEYS, labelled_batch, ndjson_fit
-from service.api.responses import DuplexStreamingResponse, FastJSONResponse
+from service.api.fitting import labelled_batch, ndjson_fit
+from service.api.responses import DuplexStreamingResponse
 from service.api.schemas import (
     MAX_VERSION,
     CandidateList,
@@ -35,8 +35,7 @@ from service.api.schemas import (
     ValidationRequest,
     ValidationView,
 )
-from service.api.views import fit_view, model_view, validation_view
-from service.runtime.batches import matrix_from
+from service.api.views import model_view, validation_view
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -90,16 +89,8 @@ async def predict(
         int | None, Query(ge=1, le=MAX_VERSION, description="Binary bodies: the version.")
     ] = None,
 ) -> Response:  # fmt: skip
-    spec = hub.live(name).spec
-    fields = await payload(request, allowed={"inputs", "version"})
-    inputs = matrix_from(
-        fields.get("inputs"), field="inputs", features=spec.inputs,
-        max_rows=settings.max_batch_rows, max_abs=settings.max_input_abs,
-    )  # fmt: skip
-    version, result = await hub.predict(name, inputs, optional_version(fields) or version)
-    # Built here and serialised by orjson: the hot path skips response-model validation.
-    body = {"model": name, "version": version, "predictions": result.predictions}
-    return FastJSONResponse(body | {"probabilities": result.probabilities})
+    body = await request.body()
+    return await predict_answer(name, media_type(request), body, hub, settings, version)
 
 
 @router.post(
@@ -126,17 +117,9 @@ async def partial_fit(
     if media_type(request) == NDJSON:
         lines = ndjson_fit(name, request.stream(), hub, settings, on_error=on_error)
         return DuplexStreamingResponse(lines, media_type=NDJSON)
-    spec = hub.live(name).spec
-    fields = await payload(request, allowed=FIT_KEYS)
-    batch = labelled_batch({"batch_id": batch_id} | fields, spec, settings)
-    outcome = await hub.partial_fit(
-        name, batch.inputs, batch.targets, batch_id=batch.batch_id, wait=wait
-    )
-    if outcome.queued is not None:
-        queued = QueuedResponse(model=name, batch_id=batch.batch_id, queued=outcome.queued)
-        return FastJSONResponse(queued.model_dump(), status_code=status.HTTP_202_ACCEPTED)
-    # Serialised by orjson: FastAPI would validate the response model a second time.
-    return FastJSONResponse(fit_view(hub.live(name), outcome, batch.batch_id).model_dump())
+    body = await request.body()
+    kind = media_type(request)
+    return await fit_answer(name, kind, body, hub, settings, wait=wait, batch_id=batch_id)
 
 
 @router.post(

@@ -89,6 +89,7 @@ class ModelHub:
         self.versions = self.assembly.versions
         self.batcher = MicroBatcher(
             max_batch=settings.predict_max_batch, max_wait_s=settings.predict_max_wait_ms / 1000,
+            inline_max_s=settings.predict_inline_ms / 1000,
             on_batch=lambda _key, rows, _requests: self.metrics.predict_rows.observe(rows),
         )  # fmt: skip
         # Where changes go: the local log here; the lifespan swaps in the Redis stream.

@@ -17,9 +17,11 @@ When a batch leaves depends on `adaptive`:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from weakref import WeakKeyDictionary
 
 import torch
 from anyio import to_thread
@@ -91,10 +93,16 @@ class MicroBatcher:
 
     def __init__(
         self, *, max_batch: int = 64, max_wait_s: float = 0.002, adaptive: bool = True,
-        max_concurrent: int = 1, on_batch: BatchHook | None = None,
+        max_concurrent: int = 1, on_batch: BatchHook | None = None, inline_max_s: float = 0.0,
     ) -> None:  # fmt: skip
-        if max_batch < 1 or max_concurrent < 1 or max_wait_s < 0:
-            raise ValueError("max_batch and max_concurrent must be ≥ 1, max_wait_s ≥ 0")
+        if max_batch < 1 or max_concurrent < 1 or max_wait_s < 0 or inline_max_s < 0:
+            raise ValueError(
+                "max_batch and max_concurrent must be ≥ 1, max_wait_s and inline_max_s ≥ 0"
+            )
+        # A version whose last forward pass took at most this long runs the next one on the
+        # event loop: for a small model the hop to a worker thread costs more than the pass.
+        self.inline_max_s = inline_max_s
+        self._pass_seconds: WeakKeyDictionary[ServedModel, float] = WeakKeyDictionary()
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.adaptive = adaptive
@@ -204,7 +212,11 @@ class MicroBatcher:
 
     async def _forward(self, lane: _Lane, batch: list[_Request]) -> None:
         try:
-            outputs = await to_thread.run_sync(_outputs, lane.served, [r.rows for r in batch])
+            rows = [r.rows for r in batch]
+            if self._inline(lane.served):
+                outputs = self._timed(lane.served, rows)
+            else:
+                outputs = await to_thread.run_sync(self._timed, lane.served, rows)
         except asyncio.CancelledError:
             for request in batch:
                 request.future.cancel()
@@ -219,6 +231,16 @@ class MicroBatcher:
             lane.running -= 1
             self._pump(lane)
 
+    def _inline(self, served: ServedModel) -> bool:
+        seconds = self._pass_seconds.get(served)  # unknown: measured in a thread first
+        return seconds is not None and seconds <= self.inline_max_s
+
+    def _timed(self, served: ServedModel, rows: list[torch.Tensor]) -> torch.Tensor:
+        started = time.perf_counter()
+        outputs = _outputs(served, rows)
+        self._pass_seconds[served] = time.perf_counter() - started
+        return outputs
+
 
 def _scatter(batch: list[_Request], outputs: torch.Tensor) -> None:
     start = 0
@@ -230,6 +252,6 @@ def _scatter(batch: list[_Request], outputs: torch.Tensor) -> None:
 
 
 def _outputs(served: ServedModel, rows: list[torch.Tensor]) -> torch.Tensor:
-    """One forward pass over the requests' rows, stacked (run in a worker thread)."""
+    """One forward pass over the requests' rows, stacked (in a worker thread unless small)."""
     inputs = rows[0] if len(rows) == 1 else torch.cat(rows)
     return served.outputs(inputs)
