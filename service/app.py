@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from service.api import (
+    cluster,
     dashboard,
     errors,
     health,
@@ -36,6 +37,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     telemetry.router,
     oip.router,
     dashboard.router,
+    cluster.router,
 )
 
 

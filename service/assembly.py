@@ -30,7 +30,8 @@ from service.registry import Registry
 from service.served import ServedModel
 from service.version_cache import VersionCache
 from service.wal import ModelLog
-from service.weights import Checkpoint, WeightStore
+from service.weights import Checkpoint
+from service.weightstore import WeightStorage
 
 log = logging.getLogger("gradual.hub")
 
@@ -39,7 +40,7 @@ class Assembler:
     """Builds learners and live models; owns the executor that replays their logs."""
 
     def __init__(
-        self, settings: Settings, registry: Registry, store: WeightStore, *,
+        self, settings: Settings, registry: Registry, store: WeightStorage, *,
         device: torch.device, limits: Limits, notifier: Notifier,
     ) -> None:  # fmt: skip
         self.settings = settings

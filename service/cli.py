@@ -94,6 +94,7 @@ def check(
     from service import consistency
     from service.db.engine import make_engine, make_sessionmaker
     from service.registry import Registry
+    from service.weightstore import open_store
 
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +103,7 @@ def check(
     try:
         registry = Registry(make_sessionmaker(engine))
         report = consistency.check(
-            registry, settings.weights_root, repair=not dry_run, grace_s=grace
+            registry, open_store(settings), repair=not dry_run, grace_s=grace
         )
     finally:
         engine.dispose()

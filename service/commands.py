@@ -27,7 +27,8 @@ from service.live import LiveModel, StreamGuard, Trained
 from service.registry import Registry
 from service.served import ServedModel, to_device
 from service.wal import Record
-from service.weights import Checkpoint, WeightStore
+from service.weights import Checkpoint
+from service.weightstore import WeightStorage
 
 log = logging.getLogger("gradual.commands")
 
@@ -39,7 +40,7 @@ STOP, RESUME, TRAINING, CHECKPOINT, ROLLBACK, PROMOTE = (
 
 class Executor:
     def __init__(
-        self, *, store: WeightStore, registry: Registry, device: torch.device,
+        self, *, store: WeightStorage, registry: Registry, device: torch.device,
         snapshot_every: int, snapshot_interval_s: float,
         read: Callable[[ModelRow, int], Checkpoint], load: Callable[[ModelRow, int], ServedModel],
         compiled: bool = False,

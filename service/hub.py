@@ -50,14 +50,14 @@ from service.served import Predictions, ServedModel, decode_outputs, to_device
 from service.streaming.cluster import Cluster, OutcomeLate
 from service.streaming.entries import Entry
 from service.wal import ModelLog, Record
-from service.weights import WeightStore
+from service.weightstore import WeightStorage
 
 log = logging.getLogger("gradual.hub")
 
 
 class ModelHub:
     def __init__(
-        self, settings: Settings, registry: Registry, store: WeightStore,
+        self, settings: Settings, registry: Registry, store: WeightStorage,
         *, metrics: Metrics | None = None,
     ) -> None:  # fmt: skip
         self.settings = settings
@@ -387,7 +387,9 @@ class ModelHub:
     async def step_down(self, name: str) -> None:
         """Drops what an owner computed but could not commit: back to the committed state."""
         rows = {row.name: row for row in await to_thread.run_sync(self.registry.models)}
-        await self.refresh(list(rows.values()), owned=set(), force={name})
+        # the models it still owns are not followers: their live state is not reloaded
+        owned = set(self.cluster.owned) - {name} if self.cluster is not None else set()
+        await self.refresh(list(rows.values()), owned=owned, force={name})
 
     async def refresh(
         self, rows: Sequence[ModelRow], *, owned: set[str], force: Collection[str] = (),

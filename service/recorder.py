@@ -16,14 +16,14 @@ from service import crashpoints
 from service.learning.head import TrainingHead
 from service.learning.ledger import BatchLedger
 from service.registry import NewVersion, Pointers, Registry
-from service.weights import WeightStore
+from service.weightstore import WeightStorage
 
 
 class ModelRecorder:
     """One model's link to the registry and the weight store; called from its writer thread."""
 
     def __init__(
-        self, registry: Registry, store: WeightStore, model_id: int, ledger: BatchLedger,
+        self, registry: Registry, store: WeightStorage, model_id: int, ledger: BatchLedger,
         *, notify: Callable[[], None] = lambda: None,
     ) -> None:  # fmt: skip
         self.registry = registry
