@@ -63,14 +63,14 @@ def balanced(replicas: list[Replica], models: int) -> bool:
 
 
 def stream(replicas: list[Replica], names: list[str], stop: threading.Event) -> None:
-    """Batches to every model in turn, so that a handoff has a first entry to time."""
+    """Queued batches to every model in turn, so that a handoff has entries waiting."""
     n = 0
     while not stop.is_set():
         for name in names:
             alive = [r for r in replicas if r.process and r.process.poll() is None]
             body = labelled(8, seed=n) | {"batch_id": f"s{n}"}
             with contextlib.suppress(Exception):  # a replica going away: the next takes one
-                alive[n % len(alive)].post(f"/v1/models/{name}/partial-fit", body)
+                alive[n % len(alive)].post(f"/v1/models/{name}/partial-fit?wait=false", body)
             n += 1
 
 
@@ -97,10 +97,13 @@ def predict_rates(ports: dict[str, int], seconds: float) -> dict[str, float]:
 
 def handoff_times(replica: Replica, since: float) -> dict[str, Any]:
     records = [h for h in replica.get("/v1/cluster")["handoffs"] if h.get("decided", 0) >= since]
+    released = sorted(h["released"] - h["decided"] for h in records if "released" in h)
     took = sorted(h["takeover_s"] for h in records if "takeover_s" in h)
     first = sorted(h["first_entry_s"] for h in records if "first_entry_s" in h)
     return {
         "count": len(records),
+        "released_p50_s": round(statistics.median(released), 4) if released else None,
+        "released_max_s": round(max(released), 4) if released else None,
         "takeover_p50_s": statistics.median(took) if took else None,
         "takeover_max_s": max(took) if took else None,
         "first_entry_p50_s": statistics.median(first) if first else None,

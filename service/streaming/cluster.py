@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service import commands
 from service.config import Settings
+from service.db.tables import ModelRow
 from service.errors import Fenced, GradualError, QueueFull, Unavailable
 from service.live import LiveModel
 from service.streaming import entries, keys
@@ -259,11 +260,17 @@ class Cluster:
         self.assigned = balanced([row.name for row in rows], self.members)
         for name, owned in list(self.owned.items()):
             await self._keep_or_hand_over(name, owned)
-        for row in rows:
-            if self._assigned(row.name) and row.name not in self.owned and self.hub.has(row.name):
-                fence = await self.leases.acquire(row.name)
-                if fence is not None:
-                    await self._take(row.name, row.id, fence)
+        wanted = [r for r in rows if self._assigned(r.name) and r.name not in self.owned]
+        # together: a joiner restores its share at once, not one model after the other
+        claims = [self._claim(row) for row in wanted if self.hub.has(row.name)]
+        for failed in await asyncio.gather(*claims, return_exceptions=True):
+            if isinstance(failed, BaseException):
+                raise failed
+
+    async def _claim(self, row: ModelRow) -> None:
+        fence = await self.leases.acquire(row.name)
+        if fence is not None:
+            await self._take(row.name, row.id, fence)
 
     def _assigned(self, name: str) -> bool:
         return self.assigned.get(name, self.replica) == self.replica

@@ -1,5 +1,8 @@
 """Real replicas spread the models between them and move them without losing a batch.
 
+Nothing is shared on disk: each replica has a data directory of its own, and weights and
+snapshots live in a bucket on the S3 emulator (as on separate hosts).
+
 24 models, three replicas, then a fourth joining while four clients stream batches to every
 model; then a SIGKILL, a SIGTERM with `?wait=false` batches queued, and a Redis blip. After
 each step every model's `samples_seen` equals the rows of the batches it acknowledged.
@@ -14,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import httpx
 import psycopg
 import pytest
 import redis
@@ -29,7 +33,7 @@ ROWS, CLIENTS, LEASE_S = 4, 4, 2.0
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def shared(s3_endpoint: str) -> Iterator[dict[str, str]]:
     try:
         admin = psycopg.connect(
             POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://"), autocommit=True,
@@ -45,7 +49,9 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
     yield {
         "GRADUAL_DATABASE_URL": f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}",
         "GRADUAL_REDIS_URL": REDIS_URL, "GRADUAL_REDIS_PREFIX": prefix,
-        "GRADUAL_DATA_DIR": str(tmp_path_factory.mktemp("shared") / "data"),
+        "GRADUAL_WEIGHTS_URL": f"s3://{bucket(s3_endpoint)}/weights",
+        "GRADUAL_S3_ENDPOINT": s3_endpoint, "GRADUAL_S3_ACCESS_KEY_ID": "testing",
+        "GRADUAL_S3_SECRET_ACCESS_KEY": "testing",
         "GRADUAL_LEASE_TTL_S": str(LEASE_S), "GRADUAL_SYNC_EVERY_S": "0.3",
         "GRADUAL_LOG_LEVEL": "info",  # the replicas' logs tell the handoffs, if a test fails
     }  # fmt: skip
@@ -58,6 +64,12 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
     stale = list(client.scan_iter(f"{prefix}:*"))
     if stale:
         client.delete(*stale)
+
+
+def bucket(endpoint: str) -> str:
+    name = f"gradual-{uuid.uuid4().hex[:12]}"
+    assert httpx.put(f"{endpoint}/{name}").status_code == 200
+    return name
 
 
 @dataclass
@@ -123,7 +135,10 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(shared: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     logs = tmp_path_factory.mktemp("balance-logs")
-    replicas = {n: Replica(n, shared, logs / f"{n}.log") for n in ("a", "b", "c", "d")}
+    replicas = {
+        n: Replica(n, shared | {"GRADUAL_DATA_DIR": str(logs / f"{n}-data")}, logs / f"{n}.log")
+        for n in ("a", "b", "c", "d")
+    }
     for name in ("a", "b", "c"):
         replicas[name].launch()
     try:
