@@ -118,8 +118,9 @@ def main() -> None:
     parser.add_argument("--lease", type=float, default=5.0)
     args = parser.parse_args()
     schema = f"gradual_bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg.connect(POSTGRES_URL.replace("+psycopg", ""), autocommit=True)
-    admin.execute(f'CREATE SCHEMA "{schema}"')
+    libpq = POSTGRES_URL.replace("+psycopg", "")
+    with psycopg.connect(libpq, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
     home = Path(tempfile.mkdtemp(prefix="gradual-scaleout-"))
     env = {
         "GRADUAL_DATABASE_URL": f"{POSTGRES_URL}?options=-csearch_path%3D{schema}",
@@ -136,7 +137,8 @@ def main() -> None:
             replica.stop()
         for balancer in balancers:
             balancer.terminate()
-        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        with psycopg.connect(libpq, autocommit=True) as admin:  # the server may have restarted
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
         shutil.rmtree(home, ignore_errors=True)
 
 

@@ -400,11 +400,18 @@ class ModelHub:
             live = self._models.get(row.name)
             if row.name in owned or row.name in self._creating:
                 continue
+            if live is not None and live.fence is not None and row.name not in force:
+                continue  # an owner's copy (one being taken over, too): never a follower's
+
             if live is None or row.name in force or _moved(live, row):
                 try:
-                    self._models[row.name] = await to_thread.run_sync(self.assembly.restore, row)
+                    restored = await to_thread.run_sync(self.assembly.restore, row)
                 except (VersionUnavailable, OSError) as exc:
                     log.warning("model %s not refreshed: %s", row.name, exc)
+                    continue
+                # a takeover may have installed the owner's copy while this one loaded
+                if self._models.get(row.name) is live:
+                    self._models[row.name] = restored
         names = {row.name for row in rows} | owned | self._creating
         for gone in set(self._models) - names if prune else ():
             self.versions.forget(self._models.pop(gone).id)

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gradual.cluster")
 
 READ_COUNT = 64
+STARTUP_S = 0.5  # the first tick waits this long, so that co-starting replicas see each other
 REPLAYING = 2**62  # while catching up, every write may have committed before: look first
 
 
@@ -114,12 +115,6 @@ class Cluster:
     async def stop_consuming(self) -> None:
         """First half of a graceful stop: no new entries; the hub then finishes and snapshots."""
         self._stopping = True  # a flag, not only cancel(): 3.11's timeouts can swallow a cancel
-        with contextlib.suppress(RedisError):  # the others reassign its models from now on
-            await self.membership.leave()
-            others = [m for m in await self.membership.alive() if m != self.replica]
-            after = balanced(self.assigned, others)
-            for name in list(self.owned):
-                await self.handoffs.begin(name, after.get(name, ""), "stopping")
         self._wake.set()
         for task in self._tasks:
             task.cancel()
@@ -131,6 +126,17 @@ class Cluster:
         await asyncio.gather(*pending, return_exceptions=True)
         handing = [o.leaving for o in self.owned.values() if o.leaving is not None]
         await asyncio.gather(*handing, return_exceptions=True)  # they finish, uncancelled
+        await self._leave()
+
+    async def _leave(self) -> None:
+        """Out of the membership (the heartbeat has stopped): the others reassign its models,
+        and take each as soon as `release` hands its lease back."""
+        with contextlib.suppress(RedisError):
+            await self.membership.leave()
+            others = [m for m in await self.membership.alive() if m != self.replica]
+            after = balanced(self.assigned, others)
+            for name in list(self.owned):
+                await self.handoffs.begin(name, after.get(name, ""), "stopping")
 
     async def release(self) -> None:
         """Second half: acknowledge what the final snapshots hold, and hand the leases back."""
@@ -233,7 +239,8 @@ class Cluster:
 
     async def _steer(self) -> None:
         period = min(self.settings.lease_ttl_s / 3, self.settings.sync_every_s)
-        await asyncio.sleep(period)  # replicas starting together: all are members first
+        # replicas starting together: all are members (they beat at start) before one takes
+        await asyncio.sleep(min(period, STARTUP_S))
         while not self._stopping:
             try:
                 await self._tick()
