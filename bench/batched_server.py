@@ -27,9 +27,9 @@ from fastapi import FastAPI, Request, Response
 from bench.common import CLASSES, FEATURES, LARGE, POLICIES, SMALL
 from models.network import build_network
 from models.spec import NetworkSpec
-from service.batches import matrix_from
-from service.microbatch import MicroBatcher
-from service.served import ServedModel, decode_outputs
+from service.learning.served import ServedModel, decode_outputs
+from service.runtime.batches import matrix_from
+from service.runtime.microbatch import MicroBatcher
 
 Counts = dict[str, dict[str, int]]
 

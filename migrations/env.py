@@ -1,9 +1,9 @@
-"""Alembic environment: the URL comes from the caller (`service.db.migrate`), never a file."""
+"""Alembic environment: the URL comes from the caller (service.storage.db.migrate), not a file."""
 
 from alembic import context
 
-from service.db.engine import make_engine
-from service.db.tables import Base
+from service.storage.db.engine import make_engine
+from service.storage.db.tables import Base
 
 config = context.config
 url = config.attributes.get("url") or config.get_main_option("sqlalchemy.url")

@@ -1,3 +1,3 @@
-from service.cli import app
+from service.cli.main import app
 
 app(prog_name="gradual")

@@ -21,11 +21,11 @@ from service.api import (
 from service.api.deps import discover_model
 from service.api.guards import HostGuard, NameGuard, OriginGuard
 from service.api.limits import RequestEdge
+from service.api.schemas import ErrorBody
 from service.config import Settings
-from service.inference import ProtocolError
 from service.lifespan import lifespan_for
-from service.metrics import Metrics, RequestMetrics
-from service.schemas import ErrorBody
+from service.oip.schemas import ProtocolError
+from service.runtime.metrics import Metrics, RequestMetrics
 
 # Every route of the API, in routing order (the access tests walk these).
 ROUTERS: tuple[APIRouter, ...] = (

@@ -12,8 +12,8 @@ import torch
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service import access
-from service.compilation import CompileMode
+from service import tokens as access
+from service.learning.compilation import CompileMode
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "testserver")  # testserver: Starlette's client
 

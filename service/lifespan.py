@@ -13,15 +13,16 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from service import consistency, crashpoints
+from service import crashpoints
 from service.config import Settings
-from service.db import migrate
-from service.db.engine import make_engine, make_sessionmaker
-from service.hub import ModelHub
-from service.metrics import Metrics
-from service.registry import Registry
+from service.runtime.hub import ModelHub
+from service.runtime.metrics import Metrics
+from service.storage import consistency
+from service.storage.db import migrate
+from service.storage.db.engine import make_engine, make_sessionmaker
+from service.storage.registry import Registry
+from service.storage.weightstore import WeightStorage, open_store
 from service.streaming.cluster import Cluster
-from service.weightstore import WeightStorage, open_store
 
 log = logging.getLogger("gradual")
 

@@ -22,8 +22,8 @@ import obstore
 import pytest
 
 from service.config import Settings
-from service.weights import WeightStore
-from service.weightstore import WeightStorage, open_store
+from service.storage.weights import WeightStore
+from service.storage.weightstore import WeightStorage, open_store
 from tests.live_server import free_port
 
 STORES = ["folder", "s3"]

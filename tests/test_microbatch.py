@@ -12,8 +12,8 @@ import torch
 
 from models.network import build_network
 from models.spec import NetworkSpec
-from service.microbatch import MicroBatcher
-from service.served import ServedModel
+from service.learning.served import ServedModel
+from service.runtime.microbatch import MicroBatcher
 
 T = TypeVar("T")
 SPEC = NetworkSpec(task="classification", inputs=6, outputs=3, hidden=[32, 32])

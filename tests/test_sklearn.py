@@ -17,8 +17,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import check_estimator
 
 from service.client import GradualClient, GradualClientError
+from service.client.sklearn import GradualClassifier, GradualRegressor
 from service.config import Settings
-from service.sklearn import GradualClassifier, GradualRegressor
 from tests.factories import digits_split
 from tests.live_server import serving
 

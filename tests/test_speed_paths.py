@@ -16,11 +16,11 @@ from fastapi.testclient import TestClient
 
 from models.spec import NetworkSpec, OptimizerSpec
 from service.config import Settings
-from service.learning.config import TrainingConfig
 from service.learning.evaluation import evaluate
 from service.learning.head import TrainingHead
 from service.learning.trainer import Limits, fit
-from service.wal import ModelLog
+from service.learning.training_config import TrainingConfig
+from service.storage.wal import ModelLog
 from tests.factories import checkpoint, labelled, model_body, predicted, rollback, rows
 
 SPEC = NetworkSpec.model_validate(

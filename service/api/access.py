@@ -12,9 +12,9 @@ from __future__ import annotations
 from fastapi import Depends, Request
 from fastapi.params import Depends as DependsParam
 
-from service.access import Scope, scope_of
 from service.config import Settings
 from service.errors import Forbidden, Unauthorized
+from service.tokens import Scope, scope_of
 
 
 class Access:

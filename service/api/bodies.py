@@ -10,9 +10,9 @@ from fastapi import Request
 from safetensors import SafetensorError
 from safetensors.numpy import load as load_arrays
 
-from service.batches import decode_json
+from service.api.schemas import MAX_VERSION
 from service.errors import InvalidInput, MalformedBody, UnsupportedMediaType
-from service.schemas import MAX_VERSION
+from service.runtime.batches import decode_json
 
 JSON_TYPES = {"application/json", ""}
 NDJSON = "application/x-ndjson"

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from service.api.access import ADMIN
 from service.api.deps import HubDep, SettingsDep
-from service.schemas import ClusterMember, ClusterView
+from service.api.schemas import ClusterMember, ClusterView
 
 router = APIRouter(tags=["cluster"], dependencies=ADMIN)
 

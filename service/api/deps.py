@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
+from service.api.schemas import NAME_PATTERN
 from service.config import Settings
-from service.hub import ModelHub
-from service.schemas import NAME_PATTERN
+from service.runtime.hub import ModelHub
 
 
 # async: a plain `def` dependency costs a thread-pool hop on every request.

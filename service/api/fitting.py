@@ -16,7 +16,6 @@ import numpy as np
 import orjson
 
 from models.spec import NetworkSpec
-from service.batches import decode_json, matrix_from, targets_from
 from service.config import Settings
 from service.errors import (
     BatchSkipped,
@@ -24,8 +23,9 @@ from service.errors import (
     GradualError,
     InvalidInput,
 )
-from service.hub import ModelHub
-from service.live import LiveModel, StreamGuard, Trained
+from service.runtime.batches import decode_json, matrix_from, targets_from
+from service.runtime.hub import ModelHub
+from service.runtime.live import LiveModel, StreamGuard, Trained
 
 FIT_KEYS = {"inputs", "targets", "batch_id"}
 MAX_BATCH_ID = 128

@@ -20,8 +20,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.errors import error_response
 from service.api.responses import FastJSONResponse
+from service.api.schemas import NAME_PATTERN
 from service.errors import CrossOrigin, UntrustedHost
-from service.schemas import NAME_PATTERN
 
 NAME = re.compile(NAME_PATTERN.encode())
 NAMED = (b"/v1/models/", b"/v2/models/")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from service.api.access import PUBLIC
 from service.api.deps import HubDep
 from service.api.responses import FastJSONResponse
-from service.schemas import Health
+from service.api.schemas import Health
 
 # Probes answer without a token: they reveal only "up" / "ready" and counts.
 router = APIRouter(tags=["health"], dependencies=PUBLIC)

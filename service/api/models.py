@@ -19,9 +19,7 @@ from service.api.bodies import (
 from service.api.deps import HubDep, NameParam, SettingsDep
 from service.api.fitting import FIT_KEYS, labelled_batch, ndjson_fit
 from service.api.responses import DuplexStreamingResponse, FastJSONResponse
-from service.api.views import fit_view, model_view, validation_view
-from service.batches import matrix_from
-from service.schemas import (
+from service.api.schemas import (
     MAX_VERSION,
     CandidateList,
     CandidateView,
@@ -37,6 +35,8 @@ from service.schemas import (
     ValidationRequest,
     ValidationView,
 )
+from service.api.views import fit_view, model_view, validation_view
+from service.runtime.batches import matrix_from
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

@@ -19,15 +19,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import inference
 from service.api.access import PUBLIC, READ
 from service.api.deps import HubDep, NameParam, SettingsDep
 from service.api.errors import error_headers, status_for, validation_problem
 from service.api.responses import FastJSONResponse
+from service.api.schemas import MAX_VERSION
 from service.config import Settings
 from service.errors import GradualError
-from service.hub import ModelHub
-from service.inference import (
+from service.oip import schemas as inference
+from service.oip.schemas import (
     InferenceRequest,
     InferenceResponse,
     ModelMetadata,
@@ -37,7 +37,7 @@ from service.inference import (
     ServerMetadata,
     ServerReady,
 )
-from service.schemas import MAX_VERSION
+from service.runtime.hub import ModelHub
 
 log = logging.getLogger("gradual.api")
 

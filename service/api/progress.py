@@ -11,10 +11,10 @@ from fastapi.responses import StreamingResponse
 
 from service.api.access import READ
 from service.api.deps import HubDep, NameParam
+from service.api.schemas import MAX_EVENT_ID, History, HistoryMarker
 from service.api.views import event_view
-from service.db.tables import EventRow
-from service.hub import ModelHub
-from service.schemas import MAX_EVENT_ID, History, HistoryMarker
+from service.runtime.hub import ModelHub
+from service.storage.db.tables import EventRow
 
 router = APIRouter(prefix="/v1/models/{name}", tags=["progress"], dependencies=READ)
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api.access import READ
-from service.metrics import Metrics
+from service.runtime.metrics import Metrics
 
 router = APIRouter(tags=["telemetry"], dependencies=READ)
 

@@ -6,9 +6,9 @@ from fastapi import APIRouter
 
 from service.api.access import ADMIN, WRITE
 from service.api.deps import HubDep, NameParam
+from service.api.schemas import ModelView, TrainingPatch
 from service.api.views import model_view
-from service.learning.config import TrainingConfig
-from service.schemas import ModelView, TrainingPatch
+from service.learning.training_config import TrainingConfig
 
 router = APIRouter(prefix="/v1/models/{name}", tags=["training"])
 

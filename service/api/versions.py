@@ -8,8 +8,7 @@ from fastapi import APIRouter, Path, Query, status
 
 from service.api.access import ADMIN, READ, WRITE
 from service.api.deps import HubDep, NameParam
-from service.api.views import event_view, version_view
-from service.schemas import (
+from service.api.schemas import (
     MAX_EVENT_ID,
     MAX_VERSION,
     EventList,
@@ -18,6 +17,7 @@ from service.schemas import (
     VersionList,
     VersionView,
 )
+from service.api.views import event_view, version_view
 
 router = APIRouter(prefix="/v1/models/{name}", tags=["versions"])
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from service.db.tables import EventRow, VersionRow
-from service.live import FitOutcome, LiveModel
-from service.schemas import EventView, FitResponse, ModelView, ValidationView, VersionView
+from service.api.schemas import EventView, FitResponse, ModelView, ValidationView, VersionView
+from service.runtime.live import FitOutcome, LiveModel
+from service.storage.db.tables import EventRow, VersionRow
 
 
 def model_view(live: LiveModel) -> ModelView:

@@ -12,8 +12,8 @@ from models.losses import make_loss
 from models.network import Network, build_network
 from models.optimizers import build_optimizer
 from models.spec import NetworkSpec, OptimizerSpec
-from service.compilation import CompiledForward
-from service.weights import Checkpoint
+from service.learning.compilation import CompiledForward
+from service.storage.weights import Checkpoint
 
 
 @dataclass(frozen=True)

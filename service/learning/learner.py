@@ -22,20 +22,20 @@ import torch
 from models.losses import target_dtype
 from models.spec import OptimizerSpec
 from service.learning.buffer import ValidationBuffer
-from service.learning.config import TrainingConfig
 from service.learning.early_stopping import EarlyStopper, StopperState, better
 from service.learning.evaluation import Metrics, evaluate, metrics_of
 from service.learning.head import HeadState, TrainingHead
 from service.learning.holdout import holdout_mask
-from service.learning.race import Candidate, Race
-from service.learning.racing import race_round, train_followers
+from service.learning.race.candidates import Candidate, Race
+from service.learning.race.rounds import race_round, train_followers
 from service.learning.replay import ReplayBuffer
 from service.learning.rules import drifted, rollback_reason
 from service.learning.schedule import Plateau, after_round, learning_rate
+from service.learning.served import ServedModel
 from service.learning.trainer import Limits, fit
-from service.recorder import ModelRecorder
-from service.registry import Pointers
-from service.served import ServedModel
+from service.learning.training_config import TrainingConfig
+from service.runtime.recorder import ModelRecorder
+from service.storage.registry import Pointers
 
 State = Literal["training", "stopped"]
 RESIDENT_VERSIONS = 4  # the latest versions' states kept in device memory: rollback reads no file

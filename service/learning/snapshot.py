@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from service.learning.config import TrainingConfig
 from service.learning.learner import Control, OnlineLearner
-from service.learning.race_state import capture_race
+from service.learning.race.snapshot import capture_race
 from service.learning.replay import ReplayState
-from service.weights import Checkpoint
+from service.learning.training_config import TrainingConfig
+from service.storage.weights import Checkpoint
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,11 @@ import torch
 from models.losses import shape_targets
 from models.spec import OptimizerSpec
 from service import crashpoints
-from service.compilation import CompileMode
 from service.errors import BatchRejected
-from service.learning.config import TrainingConfig
+from service.learning.compilation import CompileMode
 from service.learning.head import TrainingHead
 from service.learning.replay import ReplayBuffer
+from service.learning.training_config import TrainingConfig
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Limits:
     max_weight_abs: float
     max_grad_norm: float
     autocast: torch.dtype | None = None  # e.g. torch.bfloat16: mixed-precision forward/loss
-    compile: CompileMode = "off"  # the effective mode (see service/compilation.py)
+    compile: CompileMode = "off"  # the effective mode (see service/learning/compilation.py)
 
     @property
     def compile_predict(self) -> bool:

@@ -27,11 +27,12 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import commands
 from service.config import Settings
-from service.db.tables import ModelRow
 from service.errors import Fenced, GradualError, QueueFull, Unavailable
-from service.live import LiveModel
+from service.runtime import executor as commands
+from service.runtime.live import LiveModel
+from service.storage.db.tables import ModelRow
+from service.storage.wal import Record
 from service.streaming import entries, keys
 from service.streaming.entries import Entry
 from service.streaming.handoffs import Handoffs
@@ -41,10 +42,9 @@ from service.streaming.membership import Membership
 from service.streaming.outcomes import Outcomes, message
 from service.streaming.rendezvous import balanced
 from service.streaming.streams import Streams
-from service.wal import Record
 
 if TYPE_CHECKING:
-    from service.hub import ModelHub
+    from service.runtime.hub import ModelHub
 
 log = logging.getLogger("gradual.cluster")
 

@@ -19,9 +19,9 @@ from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
 from models.spec import NetworkSpec
-from service.batches import decode_json, matrix_from, targets_from
 from service.config import Settings
 from service.errors import InvalidInput, MalformedBody
+from service.runtime.batches import decode_json, matrix_from, targets_from
 
 KINDS = {"fit", "validation", "stop", "resume", "training", "checkpoint", "rollback", "promote"}
 LABELLED = {"fit", "validation"}

@@ -16,7 +16,7 @@ import orjson
 
 from service.errors import GradualError, QueueFull, Unavailable
 from service.learning.learner import LearnReport
-from service.live import Trained
+from service.runtime.live import Trained
 
 EARLY_KEPT = 4096
 

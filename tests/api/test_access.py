@@ -17,11 +17,11 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from service.access import Scope
 from service.api.access import declared_access
 from service.app import ROUTERS, create_app
-from service.cli import app as cli
+from service.cli.main import app as cli
 from service.config import Settings
+from service.tokens import Scope
 from tests.factories import model_body
 
 TOKENS = "read=r-token,write=w-token,admin=a-token"

@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 from models.network import build_network
 from models.spec import NetworkSpec
 from service.app import create_app
-from service.compilation import CompiledForward
 from service.config import Settings
+from service.learning.compilation import CompiledForward
 from tests.factories import checkpoint, crash_image, fit, model_body, numbered_batches, rows
 
 # Warnings are errors here, and an error while compiling means eager: torch's own warnings

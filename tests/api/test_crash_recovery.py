@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.wal import ModelLog
+from service.storage.wal import ModelLog
 from tests.api.test_durability import Server
 from tests.factories import model_body, numbered_batches, rows
 

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.config import Settings
-from service.weights import encode
+from service.storage.weights import encode
 from tests.factories import model_body
 
 MAX_ROWS = 32

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.config import Settings
-from service.learning.race import Race
+from service.learning.race.candidates import Race
 from tests.factories import (
     batches,
     blobs,

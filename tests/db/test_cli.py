@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from service.db.migrate import alembic_config
-from service.db.tables import Base
+from service.storage.db.migrate import alembic_config
+from service.storage.db.tables import Base
 
 ROOT = Path(__file__).resolve().parents[2]
 

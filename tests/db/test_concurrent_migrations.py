@@ -25,7 +25,7 @@ ROUNDS, REPLICAS = 10, 3
 # Imports first, then waits on stdin: the three migrations then begin within a millisecond.
 MIGRATE = """
 import sys
-from service.db import migrate
+from service.storage.db import migrate
 print("ready", flush=True)
 sys.stdin.readline()
 migrate.upgrade(sys.argv[1])

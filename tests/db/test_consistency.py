@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from service.app import create_app
-from service.cli import app as cli
+from service.cli.main import app as cli
 from service.config import Settings
-from service.weightstore import WeightStorage
+from service.storage.weightstore import WeightStorage
 from tests.factories import checkpoint, labelled, model_body, predicted, rows
 from tests.stores import STORES, exists, flip_last_byte, raw_write
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from service.db.engine import make_engine
+from service.storage.db.engine import make_engine
 
 
 def _setting(url: str, query: str, *, wait_for_disk: bool) -> str:

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from service.db.engine import make_engine, make_sessionmaker
-from service.db.migrate import upgrade
 from service.errors import Fenced
-from service.registry import NewModel, NewVersion, Pointers, Registry
-from service.weights import StoredFile
+from service.storage.db.engine import make_engine, make_sessionmaker
+from service.storage.db.migrate import upgrade
+from service.storage.registry import NewModel, NewVersion, Pointers, Registry
+from service.storage.weights import StoredFile
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -11,8 +11,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from service.db.migrate import alembic_config, downgrade, upgrade
-from service.db.tables import Base
+from service.storage.db.migrate import alembic_config, downgrade, upgrade
+from service.storage.db.tables import Base
 
 REGISTRY_TABLES = set(Base.metadata.tables)
 

@@ -18,7 +18,7 @@ import typer.main
 from jsonschema import Draft202012Validator
 
 from service.app import create_app
-from service.cli import app as cli
+from service.cli.main import app as cli
 from service.config import Settings
 from tests.deploy.stackfiles import (
     COMPOSE,
@@ -155,7 +155,7 @@ def test_depends_on_names_existing_services_with_the_right_conditions(
 
 def test_entrypoint_and_every_command_are_real_cli_commands(compose: dict[str, Any]) -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["gradual"] == "service.cli:app"
+    assert scripts["gradual"] == "service.cli.main:app"
     assert json.loads(_instruction("ENTRYPOINT")) == ["gradual"]
     group = typer.main.get_command(cli)
     commands = [json.loads(_instruction("CMD"))]
@@ -253,7 +253,7 @@ def test_image_runs_as_a_non_root_user_and_stops_on_sigterm(compose: dict[str, A
     assert _instruction("STOPSIGNAL") == "SIGTERM"
     api = compose["services"]["api"]
     assert api["stop_signal"] == "SIGTERM"
-    # uvicorn gives in-flight requests 30 s (service.cli); the snapshots need time after that.
+    # uvicorn gives in-flight requests 30 s (service.cli.main); the snapshots need time after that.
     assert int(api["stop_grace_period"].removesuffix("s")) > 30
 
 

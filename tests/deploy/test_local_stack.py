@@ -25,7 +25,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 
 from service.config import Settings
-from service.db.migrate import alembic_config
+from service.storage.db.migrate import alembic_config
 from tests.conftest import POSTGRES_URL, unavailable
 from tests.deploy.stackfiles import ENV_EXAMPLE, ROOT, env_file
 from tests.factories import batches, digits_split

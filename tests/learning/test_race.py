@@ -7,8 +7,8 @@ import torch
 
 from models.spec import NetworkSpec, OptimizerSpec
 from service.learning.early_stopping import Mode
-from service.learning.race import Candidate, Race, new_candidate
-from service.learning.search import CandidatePlan, SearchConfig
+from service.learning.race.candidates import Candidate, Race, new_candidate
+from service.learning.race.plan import CandidatePlan, SearchConfig
 
 SPEC = NetworkSpec(task="classification", inputs=4, outputs=3, hidden=[8])
 CPU = torch.device("cpu")

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sklearn.datasets import load_digits
 
-from service.learning.config import TrainingConfig
+from service.learning.training_config import TrainingConfig
 from tests.factories import (
     batch,
     blobs,

@@ -16,11 +16,11 @@ from safetensors.torch import save as save_tensors
 
 from models.spec import OptimizerSpec
 from service.errors import VersionUnavailable
-from service.learning.config import TrainingConfig
 from service.learning.head import HeadState, TrainingHead
 from service.learning.trainer import Limits, fit
-from service.weights import Checkpoint, decode, encode
-from service.weightstore import WeightStorage
+from service.learning.training_config import TrainingConfig
+from service.storage.weights import Checkpoint, decode, encode
+from service.storage.weightstore import WeightStorage
 from tests.models.examples import inputs, network_spec, optimizer_examples, targets
 from tests.stores import STORES, flip_last_byte
 

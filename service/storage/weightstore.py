@@ -1,7 +1,7 @@
 """What the service asks of a weight store, and the store a setting names.
 
-Two implementations: `service.weights.WeightStore`, files in a folder (the default), and
-`service.objectstore.S3WeightStore`, objects on any S3-compatible store
+Two implementations: `service.storage.weights.WeightStore`, files in a folder (the default), and
+`service.storage.objectstore.S3WeightStore`, objects on any S3-compatible store
 (`GRADUAL_WEIGHTS_URL=s3://bucket/prefix`). Both keep the same guarantees: an object is
 complete and its sha256 known before the row that names it commits (the callers write first,
 commit second, and remove the object if the commit fails); `read` refuses a missing object
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from service.config import Settings
-from service.weights import Checkpoint, StoredFile, StoredObject, WeightStore
+from service.storage.weights import Checkpoint, StoredFile, StoredObject, WeightStore
 
 
 class WeightStorage(Protocol):
@@ -47,7 +47,7 @@ class WeightStorage(Protocol):
 
 def open_store(settings: Settings) -> WeightStorage:
     if settings.weights_url is not None:
-        from service.objectstore import S3WeightStore  # the S3 client only when asked for
+        from service.storage.objectstore import S3WeightStore  # the S3 client only when asked for
 
         return S3WeightStore.from_settings(settings)
     return WeightStore(settings.weights_root)

@@ -23,8 +23,8 @@ from service.errors import BatchRejected
 from service.learning.early_stopping import Mode
 from service.learning.evaluation import Metrics
 from service.learning.head import TrainingHead
+from service.learning.race.plan import CandidatePlan, SearchConfig
 from service.learning.replay import SEED_OFFSET, ReplayBuffer
-from service.learning.search import CandidatePlan, SearchConfig
 
 CandidateState = Literal["live", "retired"]
 MAX_HISTORY = 1000  # rounds kept per candidate (the oldest go first; snapshots hold them)

@@ -17,9 +17,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from models.spec import NetworkSpec
-from service.batches import matrix_from
 from service.errors import InvalidInput
-from service.served import Predictions
+from service.learning.served import Predictions
+from service.runtime.batches import matrix_from
 
 INPUT = "inputs"
 FLOATS = frozenset({"FP16", "FP32", "FP64"})

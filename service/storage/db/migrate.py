@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 import migrations
-from service.db.engine import make_engine
+from service.storage.db.engine import make_engine
 
 # pg_advisory_lock's key: any constant the deployment uses for nothing else ("gradual" in hex)
 MIGRATION_LOCK = 0x6772616475616C

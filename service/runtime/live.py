@@ -7,11 +7,11 @@ import time
 from dataclasses import dataclass, field
 
 from models.spec import NetworkSpec
-from service.db.tables import ModelRow
 from service.learning.learner import LearnReport, OnlineLearner
 from service.learning.ledger import BatchLedger
-from service.pipeline import Pipeline
-from service.wal import ModelLog
+from service.runtime.pipeline import Pipeline
+from service.storage.db.tables import ModelRow
+from service.storage.wal import ModelLog
 
 
 @dataclass

@@ -10,28 +10,28 @@ from functools import partial
 import torch
 
 from models.spec import NetworkSpec, OptimizerSpec
-from service.commands import Executor
 from service.config import Settings
-from service.db.tables import ModelRow
 from service.errors import VersionUnavailable
-from service.learning.config import TrainingConfig
 from service.learning.head import TrainingHead
 from service.learning.learner import BestVersion, Control, OnlineLearner
 from service.learning.ledger import BatchLedger
-from service.learning.race import Race
-from service.learning.race_state import restore_race
+from service.learning.race.candidates import Race
+from service.learning.race.snapshot import restore_race
+from service.learning.served import ServedModel
 from service.learning.snapshot import describe, restore_into, snapshot_pointers
 from service.learning.trainer import Limits
-from service.live import LiveModel
-from service.notify import Notifier
-from service.pipeline import Pipeline
-from service.recorder import ModelRecorder
-from service.registry import Registry
-from service.served import ServedModel
-from service.version_cache import VersionCache
-from service.wal import ModelLog
-from service.weights import Checkpoint
-from service.weightstore import WeightStorage
+from service.learning.training_config import TrainingConfig
+from service.runtime.executor import Executor
+from service.runtime.live import LiveModel
+from service.runtime.notify import Notifier
+from service.runtime.pipeline import Pipeline
+from service.runtime.recorder import ModelRecorder
+from service.runtime.version_cache import VersionCache
+from service.storage.db.tables import ModelRow
+from service.storage.registry import Registry
+from service.storage.wal import ModelLog
+from service.storage.weights import Checkpoint
+from service.storage.weightstore import WeightStorage
 
 log = logging.getLogger("gradual.hub")
 

@@ -10,10 +10,10 @@ import torch
 
 from service.learning.evaluation import Metrics, evaluate
 from service.learning.head import TrainingHead
-from service.learning.race import Race
+from service.learning.race.candidates import Race
+from service.learning.race.plan import CandidatePlan
 from service.learning.replay import ReplayBuffer
 from service.learning.schedule import learning_rate
-from service.learning.search import CandidatePlan
 from service.learning.trainer import fit
 
 if TYPE_CHECKING:

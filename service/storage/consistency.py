@@ -18,9 +18,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from service.registry import Registry
-from service.weights import StoredObject
-from service.weightstore import WeightStorage
+from service.storage.registry import Registry
+from service.storage.weights import StoredObject
+from service.storage.weightstore import WeightStorage
 
 UNLOADABLE = ("missing", "corrupt")  # statuses this check gives; `archived` is retention's
 

@@ -10,7 +10,7 @@ import torch
 
 from models.network import Network, build_network
 from models.spec import NetworkSpec
-from service.compilation import CompiledForward
+from service.learning.compilation import CompiledForward
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,8 @@ from anyio import to_thread
 from pydantic import ValidationError
 
 from models.spec import NetworkSpec
-from service import commands
-from service.assembly import Assembler
-from service.compilation import effective_mode
+from service.api.schemas import CreateModel
 from service.config import Settings
-from service.db.tables import EventRow, ModelRow, VersionRow
 from service.errors import (
     InvalidInput,
     ModelExists,
@@ -34,23 +31,26 @@ from service.errors import (
     ModelUnavailable,
     VersionUnavailable,
 )
-from service.learning.config import TrainingConfig
+from service.learning.compilation import effective_mode
 from service.learning.head import TrainingHead
 from service.learning.learner import BestVersion, Control
-from service.learning.race import Race, new_candidate
-from service.learning.search import plan_candidates
+from service.learning.race.candidates import Race, new_candidate
+from service.learning.race.plan import plan_candidates
+from service.learning.served import Predictions, ServedModel, decode_outputs, to_device
 from service.learning.trainer import Limits
-from service.live import FitOutcome, LiveModel, StreamGuard, Trained
-from service.metrics import Metrics
-from service.microbatch import MicroBatcher
-from service.notify import Notifier
-from service.registry import NewModel, NewVersion, Registry
-from service.schemas import CreateModel
-from service.served import Predictions, ServedModel, decode_outputs, to_device
+from service.learning.training_config import TrainingConfig
+from service.runtime import executor as commands
+from service.runtime.assembly import Assembler
+from service.runtime.live import FitOutcome, LiveModel, StreamGuard, Trained
+from service.runtime.metrics import Metrics
+from service.runtime.microbatch import MicroBatcher
+from service.runtime.notify import Notifier
+from service.storage.db.tables import EventRow, ModelRow, VersionRow
+from service.storage.registry import NewModel, NewVersion, Registry
+from service.storage.wal import ModelLog, Record
+from service.storage.weightstore import WeightStorage
 from service.streaming.cluster import Cluster, OutcomeLate
 from service.streaming.entries import Entry
-from service.wal import ModelLog, Record
-from service.weightstore import WeightStorage
 
 log = logging.getLogger("gradual.hub")
 

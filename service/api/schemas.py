@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, StringConstraints
 
 from models.spec import NetworkSpec, OptimizerSpec, StrictModel
-from service.learning.config import TrainingConfig
-from service.learning.search import MAX_CANDIDATES, SearchConfig
+from service.learning.race.plan import MAX_CANDIDATES, SearchConfig
+from service.learning.training_config import TrainingConfig
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 # Bounds of the database columns: a larger number is a 422, never a driver overflow (500).

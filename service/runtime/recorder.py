@@ -15,8 +15,8 @@ from typing import Any
 from service import crashpoints
 from service.learning.head import TrainingHead
 from service.learning.ledger import BatchLedger
-from service.registry import NewVersion, Pointers, Registry
-from service.weightstore import WeightStorage
+from service.storage.registry import NewVersion, Pointers, Registry
+from service.storage.weightstore import WeightStorage
 
 
 class ModelRecorder:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from anyio import to_thread
 
-from service.served import ServedModel
+from service.learning.served import ServedModel
 
 BatchHook = Callable[[Hashable, int, int], None]  # (key, rows, requests) per forward pass
 _LaneKey = tuple[Hashable, int, torch.dtype, torch.device]

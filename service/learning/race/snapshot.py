@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 
-from service.learning.race import Candidate, Race, new_candidate
-from service.learning.search import CandidatePlan, SearchConfig
-from service.weights import Checkpoint
+from service.learning.race.candidates import Candidate, Race, new_candidate
+from service.learning.race.plan import CandidatePlan, SearchConfig
+from service.storage.weights import Checkpoint
 
 
 def capture_race(race: Race) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -15,10 +15,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from service import datafiles
+from service.cli import datafiles
 from service.client import GradualClient
 from service.config import Settings
-from service.db import migrate as migrations
+from service.storage.db import migrate as migrations
 
 app = typer.Typer(help="Gradual: online learning for PyTorch models.", no_args_is_help=True)
 
@@ -91,10 +91,10 @@ def check(
 
     Missing or corrupt version files are marked `missing` / `corrupt` (refused with a 410);
     files no version refers to are deleted. Exit status 1 when anything was found."""
-    from service import consistency
-    from service.db.engine import make_engine, make_sessionmaker
-    from service.registry import Registry
-    from service.weightstore import open_store
+    from service.storage import consistency
+    from service.storage.db.engine import make_engine, make_sessionmaker
+    from service.storage.registry import Registry
+    from service.storage.weightstore import open_store
 
     settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -256,6 +256,6 @@ def demo(
     output: Path = Path("gradual-demo.png"),
 ) -> None:
     """A guided tour: early stopping on digits, then a rollback on corrupted labels."""
-    from service import demo as tour
+    from service.cli import demo as tour
 
     tour.run(url, output, Console())

@@ -14,9 +14,9 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db.tables import AppliedBatchRow, EventRow, ModelRow, VersionRow
 from service.errors import Fenced, ModelExists, ModelNotFound, VersionNotFound
-from service.weights import StoredFile
+from service.storage.db.tables import AppliedBatchRow, EventRow, ModelRow, VersionRow
+from service.storage.weights import StoredFile
 
 Fence = int | None  # an owner's generation; None: one process, nothing to compare
 

@@ -19,16 +19,16 @@ import numpy as np
 import torch
 
 from service import crashpoints
-from service.db.tables import ModelRow
 from service.errors import BatchSkipped, GradualError, InvalidInput
-from service.learning.config import TrainingConfig
+from service.learning.served import ServedModel, to_device
 from service.learning.snapshot import capture, snapshot_pointers
-from service.live import LiveModel, StreamGuard, Trained
-from service.registry import Registry
-from service.served import ServedModel, to_device
-from service.wal import Record
-from service.weights import Checkpoint
-from service.weightstore import WeightStorage
+from service.learning.training_config import TrainingConfig
+from service.runtime.live import LiveModel, StreamGuard, Trained
+from service.storage.db.tables import ModelRow
+from service.storage.registry import Registry
+from service.storage.wal import Record
+from service.storage.weights import Checkpoint
+from service.storage.weightstore import WeightStorage
 
 log = logging.getLogger("gradual.commands")
 

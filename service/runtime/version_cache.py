@@ -6,7 +6,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from service.served import ServedModel
+from service.learning.served import ServedModel
 
 Key = tuple[int, int]  # (model id, version number)
 

@@ -22,7 +22,14 @@ from obstore.store import S3Store
 
 from service.config import Settings
 from service.errors import VersionUnavailable
-from service.weights import MODEL_FOLDER, Checkpoint, StoredFile, StoredObject, decode, encode
+from service.storage.weights import (
+    MODEL_FOLDER,
+    Checkpoint,
+    StoredFile,
+    StoredObject,
+    decode,
+    encode,
+)
 
 MD5 = re.compile(r"[0-9a-f]{32}")
 

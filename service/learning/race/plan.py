@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError
 
 from models.spec import NetworkSpec, OptimizerSpec, StrictModel
 from service.errors import InvalidInput
-from service.learning.config import TrainingConfig
+from service.learning.training_config import TrainingConfig
 
 MAX_CANDIDATES = 16
 # Field of a variation → (section, key) of the base it overrides.

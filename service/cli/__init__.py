@@ -1,0 +1,1 @@
+"""The `gradual` command line and the demo."""

@@ -1,1 +1,0 @@
-"""The model registry's storage: typed ORM rows, the engine, migrations and the repository."""

@@ -1,0 +1,1 @@
+"""Racing candidate configurations on one stream (successive halving)."""

@@ -1,0 +1,1 @@
+"""The database: engine, typed tables, migrations run at start."""
