@@ -7,6 +7,7 @@ from fastapi.telemetry import TelemetryConfig
 from starlette.middleware.cors import CORSMiddleware
 
 from service.api import (
+    cluster,
     dashboard,
     docs,
     errors,
@@ -39,6 +40,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     oip.router,
     dashboard.router,
     docs.router,
+    cluster.router,
 )
 
 

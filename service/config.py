@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service import tokens
@@ -32,6 +32,18 @@ class Settings(BaseSettings):
         description="Version files and snapshots; default: the data dir's weights/. Replicas "
         "share it.",
     )
+    weights_url: str | None = Field(
+        default=None,
+        pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,62}(/.*)?$",
+        description="s3://bucket/prefix: weights and snapshots on an S3-compatible store "
+        "instead of the weights folder (nothing shared on disk between replicas).",
+    )
+    s3_endpoint: str | None = Field(
+        default=None, description="The S3 endpoint URL (MinIO, Ceph, ...); default: AWS."
+    )
+    s3_region: str = Field(default="us-east-1", description="The S3 region.")
+    s3_access_key_id: str | None = Field(default=None, description="S3 credentials.")
+    s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 credentials.")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite file in the data dir."
     )

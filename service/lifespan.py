@@ -23,7 +23,7 @@ from service.storage import consistency
 from service.storage.db import migrate
 from service.storage.db.engine import make_engine, make_sessionmaker
 from service.storage.registry import Registry
-from service.storage.weights import WeightStore
+from service.storage.weightstore import WeightStorage, open_store
 from service.streaming.cluster import Cluster
 from service.streaming.submitter import StreamSubmitter
 
@@ -42,15 +42,16 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
         engine, progress = make_engine(url), make_engine(url, wait_for_disk=False)
         metrics: Metrics = app.state.metrics
         registry = Registry(make_sessionmaker(engine), make_sessionmaker(progress))
-        await to_thread.run_sync(_check_store, registry, settings)
-        hub = ModelHub(settings, registry, WeightStore(settings.weights_root), metrics=metrics)
+        store = open_store(settings)
+        await to_thread.run_sync(_check_store, registry, store, settings)
+        hub = ModelHub(settings, registry, store, metrics=metrics)
         metrics.watch_models(hub.all)
         metrics.watch_storage(hub.storage)
         app.state.settings = settings
         app.state.hub = hub
         app.state.loaded = False
         await hub.load_all()
-        redis = _redis(settings.redis_url) if settings.redis_url else None
+        redis = _redis(settings.redis_url, settings.replica_id) if settings.redis_url else None
         if redis is not None:
             hub.cluster = Cluster(hub, redis, settings)
             hub.submitter = StreamSubmitter(hub.cluster)  # every change through the streams
@@ -104,12 +105,12 @@ def _log_access(settings: Settings) -> None:
         )
 
 
-def _check_store(registry: Registry, settings: Settings) -> None:
+def _check_store(registry: Registry, store: WeightStorage, settings: Settings) -> None:
     """`gradual check` at start, before anything writes: logs and repairs, never stops the start."""
     try:
         # replicas share the folder: a file younger than a minute may be a peer's checkpoint
         grace = 60.0 if settings.redis_url else 0.0
-        report = consistency.check(registry, settings.weights_root, repair=True, grace_s=grace)
+        report = consistency.check(registry, store, repair=True, grace_s=grace)
     except Exception:  # a start must not fail on its own self-check
         log.exception("consistency check failed; starting anyway")
         return
@@ -121,7 +122,9 @@ def _check_store(registry: Registry, settings: Settings) -> None:
     )  # fmt: skip
 
 
-def _redis(url: str) -> Redis:
-    """A client that fails fast when Redis is down (the caller answers 503 and retries later)."""
+def _redis(url: str, replica: str) -> Redis:
+    """A client that fails fast when Redis is down (the caller answers 503 and retries later),
+    named for its replica in Redis' `CLIENT LIST`."""
     retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2)
-    return Redis.from_url(url, socket_connect_timeout=2.0, retry=retry)
+    name = f"gradual:{replica}"
+    return Redis.from_url(url, socket_connect_timeout=2.0, retry=retry, client_name=name)

@@ -19,6 +19,10 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
+from tests.stores import s3_endpoint, store_kind, store_settings, weight_store
+
+# fixtures of tests/stores.py
+__all__ = ["s3_endpoint", "store_kind", "store_settings", "weight_store"]
 
 POSTGRES_URL = os.environ.get(
     "GRADUAL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -87,13 +91,16 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path, database: str) -> Callable[..., Settings]:
+def make_settings(
+    tmp_path: Path, database: str, store_settings: dict[str, object]
+) -> Callable[..., Settings]:
     def build(**overrides: object) -> Settings:
         values: dict[str, object] = {
             "data_dir": tmp_path / "data",
             "database_url": database,
             "device": "cpu",
         }
+        values.update(store_settings)
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]
 

@@ -44,7 +44,7 @@ async def readyz(request: Request, hub: HubDep) -> FastJSONResponse:
             detail["redis"] = f"unreachable: {type(exc).__name__}"
             return FastJSONResponse({"status": "unavailable", "detail": detail}, status_code=503)
         detail["redis"] = "ok"
-        detail["owned"] = sorted(hub.cluster.owned)
+        detail["owned"] = hub.cluster.training()
     return FastJSONResponse({"status": "ready", "detail": detail})
 
 

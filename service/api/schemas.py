@@ -214,3 +214,17 @@ class ErrorBody(BaseModel):
     code: str
     message: str
     field: str | None = None
+
+
+class ClusterMember(BaseModel):
+    replica: str
+    models: list[str] = Field(description="The models whose training it owns (its last beat).")
+
+
+class ClusterView(BaseModel):
+    replica: str = Field(description="The replica that answered.")
+    members: list[ClusterMember] = Field(description="Live replicas (one without Redis).")
+    handoffs: list[dict[str, Any]] = Field(
+        description="The latest handoffs, newest first: source, owner (the new one), reason, "
+        "and seconds from the decision to the takeover and to the first entry applied."
+    )

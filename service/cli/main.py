@@ -127,6 +127,7 @@ def check(
     from service.storage.db import migrate as migrations
     from service.storage.db.engine import make_engine, make_read_only_engine, make_sessionmaker
     from service.storage.registry import Registry
+    from service.storage.weightstore import open_store
 
     settings = _settings()
     _refuse_a_missing_data_dir(settings)
@@ -143,7 +144,7 @@ def check(
     try:
         registry = Registry(make_sessionmaker(engine))
         report = consistency.check(
-            registry, settings.weights_root, repair=not dry_run, grace_s=grace
+            registry, open_store(settings), repair=not dry_run, grace_s=grace
         )
     finally:
         engine.dispose()
@@ -161,7 +162,7 @@ def _refuse_a_missing_data_dir(settings: Settings) -> None:
     database, its file) must exist."""
     if not settings.database_url and not settings.data_dir.is_dir():
         _usage_error(f"no data directory at {settings.data_dir.resolve()} (GRADUAL_DATA_DIR)")
-    if not settings.weights_root.is_dir():
+    if settings.weights_url is None and not settings.weights_root.is_dir():
         _usage_error(f"no weight store at {settings.weights_root.resolve()}")
     database = settings.resolved_database_url.removeprefix("sqlite:///")
     if database != settings.resolved_database_url and not Path(database).is_file():

@@ -32,7 +32,7 @@ from service.storage.db.tables import ModelRow
 from service.storage.guard import StorageGuard
 from service.storage.registry import Registry
 from service.storage.wal import ModelLog
-from service.storage.weights import WeightStore
+from service.storage.weightstore import WeightStorage
 
 log = logging.getLogger("gradual.hub")
 
@@ -41,7 +41,7 @@ class Assembler:
     """Builds learners and live models; owns the executor that replays their logs."""
 
     def __init__(
-        self, settings: Settings, registry: Registry, store: WeightStore, *,
+        self, settings: Settings, registry: Registry, store: WeightStorage, *,
         device: torch.device, limits: Limits, notifier: Notifier, storage: StorageGuard,
     ) -> None:  # fmt: skip
         self.settings = settings

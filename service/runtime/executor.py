@@ -41,14 +41,14 @@ from service.storage.db.tables import ModelRow
 from service.storage.guard import StorageGuard
 from service.storage.registry import Registry
 from service.storage.wal import Record
-from service.storage.weights import WeightStore
+from service.storage.weightstore import WeightStorage
 
 log = logging.getLogger("gradual.commands")
 
 
 class Executor:
     def __init__(
-        self, *, store: WeightStore, registry: Registry, device: torch.device,
+        self, *, store: WeightStorage, registry: Registry, device: torch.device,
         snapshot_every: int, snapshot_interval_s: float,
         read: Callable[[ModelRow, int], Checkpoint], load: Callable[[ModelRow, int], ServedModel],
         storage: StorageGuard, compiled: bool = False,

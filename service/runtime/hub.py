@@ -48,7 +48,7 @@ from service.storage.db.tables import ModelRow, VersionRow
 from service.storage.guard import StorageGuard, volumes_of
 from service.storage.registry import NewModel, NewVersion, Registry
 from service.storage.wal import ModelLog
-from service.storage.weights import WeightStore
+from service.storage.weightstore import WeightStorage
 from service.streaming.cluster import Cluster, OutcomeLate
 
 log = logging.getLogger("gradual.hub")
@@ -62,7 +62,7 @@ class ModelHub:
     Redis, the submitter carries writes through the model's stream to its owner instead."""
 
     def __init__(
-        self, settings: Settings, registry: Registry, store: WeightStore,
+        self, settings: Settings, registry: Registry, store: WeightStorage,
         *, metrics: Metrics | None = None,
     ) -> None:  # fmt: skip
         self.settings = settings
@@ -351,7 +351,9 @@ class ModelHub:
     async def step_down(self, name: str) -> None:
         """Drops what an owner computed but could not commit: back to the committed state."""
         rows = {row.name: row for row in await to_thread.run_sync(self.registry.models)}
-        await self.refresh(list(rows.values()), owned=set(), force={name})
+        # the models it still owns are not followers: their live state is not reloaded
+        owned = set(self.cluster.owned) - {name} if self.cluster is not None else set()
+        await self.refresh(list(rows.values()), owned=owned, force={name})
 
     async def refresh(
         self, rows: Sequence[ModelRow], *, owned: set[str], force: Collection[str] = (),
@@ -362,11 +364,18 @@ class ModelHub:
             live = self._models.get(row.name)
             if row.name in owned or row.name in self._creating:
                 continue
+            if live is not None and live.fence is not None and row.name not in force:
+                continue  # an owner's copy (one being taken over, too): never a follower's
+
             if live is None or row.name in force or _moved(live, row):
                 try:
-                    self._models[row.name] = await to_thread.run_sync(self.assembly.restore, row)
+                    restored = await to_thread.run_sync(self.assembly.restore, row)
                 except (VersionUnavailable, OSError) as exc:
                     log.warning("model %s not refreshed: %s", row.name, exc)
+                    continue
+                # a takeover may have installed the owner's copy while this one loaded
+                if self._models.get(row.name) is live:
+                    self._models[row.name] = restored
         names = {row.name for row in rows} | owned | self._creating
         for gone in set(self._models) - names if prune else ():
             self.versions.forget(self._models.pop(gone).id)

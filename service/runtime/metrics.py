@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import torch
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.runtime.live import LiveModel
 from service.storage.guard import StorageGuard
 
+HANDOFF_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536)
 
 
@@ -37,6 +38,22 @@ class Metrics:
             "gradual_predict_batch_rows", "Rows per forward pass serving predictions.",
             buckets=ROW_BUCKETS, registry=self.registry,
         )  # fmt: skip
+        # Scale-out: this replica's share of the models and how they move.
+        self.handoffs = Counter(
+            "gradual_handoffs", "Models this replica handed over (out) or took over (in).",
+            ["direction"], registry=self.registry,
+        )  # fmt: skip
+        self.handoff_seconds = Histogram(
+            "gradual_handoff_seconds", "From the old owner's decision to this replica's takeover.",
+            buckets=HANDOFF_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.models_owned = Gauge(
+            "gradual_models_owned", "Models whose training this replica owns.", ["replica"],
+            registry=self.registry,
+        )  # fmt: skip
+
+    def watch_owned(self, replica: str, owned: Callable[[], int]) -> None:
+        self.models_owned.labels(replica).set_function(owned)
 
     def watch_models(self, models: Callable[[], list[LiveModel]]) -> None:
         self.registry.register(ModelCollector(models))

@@ -24,7 +24,7 @@ from service.learning.head import TrainingHead
 from service.learning.ledger import BatchLedger
 from service.learning.recording import Pointers
 from service.storage.registry import NewVersion, Registry
-from service.storage.weights import WeightStore
+from service.storage.weightstore import WeightStorage
 
 log = logging.getLogger("gradual.recorder")
 T = TypeVar("T")
@@ -34,7 +34,7 @@ class ModelRecorder:
     """One model's link to the registry and the weight store; called from its writer thread."""
 
     def __init__(
-        self, registry: Registry, store: WeightStore, model_id: int, ledger: BatchLedger,
+        self, registry: Registry, store: WeightStorage, model_id: int, ledger: BatchLedger,
         *, notify: Callable[[], None] = lambda: None, database_wait_s: float = 30.0,
     ) -> None:  # fmt: skip
         self.registry = registry

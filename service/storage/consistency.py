@@ -14,24 +14,21 @@ younger than `grace_s` are left alone (one may be a checkpoint whose row is abou
 
 from __future__ import annotations
 
-import hashlib
-import re
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from service.storage.registry import Registry
+from service.storage.weights import StoredObject
+from service.storage.weightstore import WeightStorage
 
-MODEL_FOLDER = re.compile(r"m\d+")  # the store's `m<model id>`
 UNLOADABLE = ("missing", "corrupt")  # statuses this check gives; `archived` is retention's
 
 
 @dataclass(frozen=True)
 class Finding:
     kind: str  # missing | corrupt | orphan
-    path: str  # relative to the weights folder
+    path: str  # relative to the weight store's root
     model: str | None = None
     version: int | None = None
     repaired: bool = False
@@ -54,7 +51,9 @@ class Report:
         return not self.findings
 
 
-def check(registry: Registry, root: Path, *, repair: bool, grace_s: float = 0.0) -> Report:
+def check(
+    registry: Registry, store: WeightStorage, *, repair: bool, grace_s: float = 0.0
+) -> Report:
     report = Report()
     referenced: set[str] = set()
     for name, row in registry.stored_versions():
@@ -64,7 +63,7 @@ def check(registry: Registry, root: Path, *, repair: bool, grace_s: float = 0.0)
         if row.status in UNLOADABLE:
             continue  # reported and marked by an earlier check
         report.versions += 1
-        problem = _file_problem(root / row.weights_path, row.weights_sha256)
+        problem = _file_problem(store, row.weights_path, row.weights_sha256)
         if problem is not None:
             if repair:
                 registry.mark_version(row.id, problem)
@@ -72,50 +71,30 @@ def check(registry: Registry, root: Path, *, repair: bool, grace_s: float = 0.0)
             report.findings.append(finding)
     known = {f"m{model_id}" for model_id in registry.model_ids()}
     cutoff = time.time() - grace_s
-    for path in _orphans(root, referenced, known, report):
-        if grace_s and path.stat().st_mtime > cutoff:
+    for found in _orphans(store, referenced, known, report):
+        if grace_s and found.modified > cutoff:
             continue
         if repair:
-            _remove(path)
-        relative = path.relative_to(root).as_posix()
-        report.findings.append(Finding("orphan", relative, repaired=repair))
+            store.remove(found.path)
+        report.findings.append(Finding("orphan", found.path, repaired=repair))
     return report
 
 
-def _file_problem(path: Path, sha256: str) -> str | None:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-    except FileNotFoundError:
+def _file_problem(store: WeightStorage, relative: str, sha256: str) -> str | None:
+    digest = store.digest(relative)
+    if digest is None:
         return "missing"
-    return None if digest.hexdigest() == sha256 else "corrupt"
+    return None if digest == sha256 else "corrupt"
 
 
-def _orphans(root: Path, referenced: set[str], known: set[str], report: Report) -> Iterator[Path]:
-    """Model folders of no model; files of a model's folder no row refers to; stray `.tmp`s."""
-    if not root.is_dir():
-        return
-    for folder in sorted(root.iterdir()):
-        if not MODEL_FOLDER.fullmatch(folder.name) or not folder.is_dir():
-            continue  # not a name the store makes: not ours to judge
-        if folder.name not in known:
-            report.files += sum(1 for p in folder.rglob("*") if p.is_file())
-            yield folder
-            continue
-        for path in sorted(folder.rglob("*")):
-            if not path.is_file():
-                continue
-            report.files += 1
-            relative = path.relative_to(root).as_posix()
-            in_snapshots = path.parent.name == "snapshots"
-            if path.suffix == ".tmp" or (not in_snapshots and relative not in referenced):
-                yield path
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+def _orphans(
+    store: WeightStorage, referenced: set[str], known: set[str], report: Report
+) -> Iterator[StoredObject]:
+    """Objects of no model; objects of a model no row refers to; stray `.tmp`s."""
+    for found in store.objects():
+        report.files += 1
+        folder, _, rest = found.path.partition("/")
+        stray = folder not in known or found.path.endswith(".tmp")
+        unnamed = rest.rpartition("/")[0] != "snapshots" and found.path not in referenced
+        if stray or unnamed:
+            yield found

@@ -12,9 +12,11 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import struct
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from service.errors import VersionUnavailable
 from service.learning.checkpoint import Checkpoint
 
 FORMAT = "gradual-checkpoint-1"
+MODEL_FOLDER = re.compile(r"m\d+")  # the store's `m<model id>`
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,12 @@ class StoredFile:
     path: str  # relative to the store's root
     sha256: str
     size: int
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    path: str  # relative to the store's root: m<model id>/...
+    modified: float  # seconds since the epoch
 
 
 class WeightStore:
@@ -103,6 +112,26 @@ class WeightStore:
 
     def remove_model(self, model_id: int) -> None:
         shutil.rmtree(self.root / f"m{model_id}", ignore_errors=True)
+
+    def objects(self) -> Iterator[StoredObject]:
+        """Every file under a model's folder (`m<id>/`), for `gradual check`."""
+        if not self.root.is_dir():
+            return
+        for folder in sorted(self.root.iterdir()):
+            if folder.is_dir() and MODEL_FOLDER.fullmatch(folder.name):
+                for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                    relative = path.relative_to(self.root).as_posix()
+                    yield StoredObject(relative, path.stat().st_mtime)
+
+    def digest(self, relative: str) -> str | None:
+        digest = hashlib.sha256()
+        try:
+            with open(self.root / relative, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+        except FileNotFoundError:
+            return None
+        return digest.hexdigest()
 
 
 def encode(checkpoint: Checkpoint) -> bytes:

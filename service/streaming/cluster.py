@@ -2,9 +2,13 @@
 
 Every replica: adds requests' changes to the models' streams and waits for their outcomes;
 keeps each model it does not own in step with the database (its served version, from the
-shared weight store); and takes the lease of any model nobody owns. The owner of a model
+shared weight store); beats its heartbeat into the membership; and takes the lease of each
+model that rendezvous hashing over the live members assigns to it. The owner of a model
 claims the stream's pending entries, applies them in stream order (skipping those its restored
 snapshot already includes), and acknowledges entries only once a committed snapshot holds them.
+An owner whose model is now assigned elsewhere hands it over: it stops taking entries,
+finishes the one in hand, commits a snapshot (and so `applied_through`), acknowledges, releases
+the lease and tells the others, so the new owner takes it at once instead of after the lease.
 """
 
 from __future__ import annotations
@@ -27,11 +31,15 @@ from service.config import Settings
 from service.errors import Fenced, GradualError, QueueFull, Unavailable
 from service.kinds import LABELLED_KINDS
 from service.runtime.live import LiveModel
+from service.storage.db.tables import ModelRow
 from service.streaming import entries, keys
 from service.streaming.entries import Entry
+from service.streaming.handoffs import Handoffs
 from service.streaming.keys import Keys
 from service.streaming.lease import Leases
+from service.streaming.membership import Membership
 from service.streaming.outcomes import Outcomes, message
+from service.streaming.rendezvous import balanced
 from service.streaming.streams import Streams
 
 if TYPE_CHECKING:
@@ -40,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gradual.cluster")
 
 READ_COUNT = 64
+STARTUP_S = 0.5  # the first tick waits this long, so that co-starting replicas see each other
 REPLAYING = 2**62  # while catching up, every write may have committed before: look first
 
 
@@ -55,6 +64,9 @@ class Owned:
     live: LiveModel
     task: asyncio.Task[None] | None = None
     unacked: list[str] = field(default_factory=list)
+    applying: bool = False  # an entry is in hand: a handoff lets it finish
+    leaving: asyncio.Task[None] | None = None  # the handoff under way
+    handoff: dict[str, Any] | None = None  # taken over: the record to complete
 
 
 class Cluster:
@@ -67,6 +79,12 @@ class Cluster:
         self.leases = Leases(
             redis, self.keys, holder=settings.replica_id, ttl_s=settings.lease_ttl_s
         )
+        self.membership = Membership(
+            redis, self.keys, member=settings.replica_id, window_s=1.5 * settings.lease_ttl_s
+        )
+        self.handoffs = Handoffs(redis, self.keys, replica=settings.replica_id)
+        self.members: list[str] = []
+        self.assigned: dict[str, str] = {}  # each model's replica, as of the last tick
         self.outcomes = Outcomes()
         self.owned: dict[str, Owned] = {}
         self._wake = asyncio.Event()
@@ -77,7 +95,21 @@ class Cluster:
     # -- start and stop -------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._steer())]
+        self.hub.metrics.watch_owned(self.replica, lambda: len(self.owned))
+        with contextlib.suppress(RedisError):  # known to the others before it takes anything
+            await self.membership.beat({"owned": []})
+        self._tasks = [
+            asyncio.create_task(self._listen()), asyncio.create_task(self._steer()),
+            asyncio.create_task(self._beat()),
+        ]  # fmt: skip
+
+    @property
+    def replica(self) -> str:
+        return self.settings.replica_id
+
+    def training(self) -> list[str]:
+        """The models this replica owns and is not handing over."""
+        return sorted(name for name, owned in self.owned.items() if owned.leaving is None)
 
     async def stop_consuming(self) -> None:
         """First half of a graceful stop: no new entries; the hub then finishes and snapshots."""
@@ -91,14 +123,38 @@ class Cluster:
         pending = [*self._tasks, *(o.task for o in self.owned.values() if o.task is not None)]
         await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # ends a lost-cancel listener
         await asyncio.gather(*pending, return_exceptions=True)
+        handing = [o.leaving for o in self.owned.values() if o.leaving is not None]
+        await asyncio.gather(*handing, return_exceptions=True)  # they finish, uncancelled
+        await self._leave()
+
+    async def _leave(self) -> None:
+        """Out of the membership (the heartbeat has stopped): the others reassign its models,
+        and take each as soon as `release` hands its lease back."""
+        with contextlib.suppress(RedisError):
+            await self.membership.leave()
+            others = [m for m in await self.membership.alive() if m != self.replica]
+            after = balanced(self.assigned, others)
+            for name in list(self.owned):
+                await self.handoffs.begin(name, after.get(name, ""), "stopping")
 
     async def release(self) -> None:
         """Second half: acknowledge what the final snapshots hold, and hand the leases back."""
         for name, owned in list(self.owned.items()):
             with contextlib.suppress(RedisError):
                 await self._ack(name, owned)
+                await self.handoffs.released(name)
                 await self.leases.release(name, owned.fence)
+                await self.announce(name)  # the new owner takes it now, not after the lease
+                self.hub.metrics.handoffs.labels("out").inc()
         self.owned.clear()
+
+    async def view(self) -> tuple[list[tuple[str, list[str]]], list[dict[str, Any]]]:
+        """The live members with the models each owns (as of its last beat), and the latest
+        handoffs, newest first."""
+        info = await self.membership.info()
+        members = await self.membership.alive()
+        owned = [(m, sorted(str(x) for x in _listed(info.get(m, {}), "owned"))) for m in members]
+        return owned, await self.handoffs.latest()
 
     # -- producing ------------------------------------------------------------------------
 
@@ -182,6 +238,8 @@ class Cluster:
 
     async def _steer(self) -> None:
         period = min(self.settings.lease_ttl_s / 3, self.settings.sync_every_s)
+        # replicas starting together: all are members (they beat at start) before one takes
+        await asyncio.sleep(min(period, STARTUP_S))
         while not self._stopping:
             try:
                 await self._tick()
@@ -192,18 +250,83 @@ class Cluster:
                     await self._wake.wait()
             self._wake.clear()
 
+    async def _beat(self) -> None:
+        """The heartbeat, on its own: a slow tick (loading many models) must not make this
+        replica look dead to the others."""
+        while not self._stopping:
+            with contextlib.suppress(RedisError, OSError):  # a blip: the next beat is in time
+                await self.membership.beat({"owned": self.training()})
+            await asyncio.sleep(self.settings.lease_ttl_s / 3)
+
     async def _tick(self) -> None:
         rows = await to_thread.run_sync(self.hub.registry.models)
         await self.hub.refresh(rows, owned=set(self.owned))
+        members = await self.membership.alive()
+        self.members = members if self.replica in members else sorted([*members, self.replica])
+        self.assigned = balanced([row.name for row in rows], self.members)
         for name, owned in list(self.owned.items()):
-            alive = owned.task is not None and not owned.task.done()
-            if not alive or not await self.leases.renew(name, owned.fence):
-                await self._step_down(name)
-        for row in rows:
-            if row.name not in self.owned and self.hub.has(row.name):
-                fence = await self.leases.acquire(row.name)
-                if fence is not None:
-                    await self._take(row.name, row.id, fence)
+            await self._keep_or_hand_over(name, owned)
+        wanted = [r for r in rows if self._assigned(r.name) and r.name not in self.owned]
+        # together: a joiner restores its share at once, not one model after the other
+        claims = [self._claim(row) for row in wanted if self.hub.has(row.name)]
+        for failed in await asyncio.gather(*claims, return_exceptions=True):
+            if isinstance(failed, BaseException):
+                raise failed
+
+    async def _claim(self, row: ModelRow) -> None:
+        fence = await self.leases.acquire(row.name)
+        if fence is not None:
+            await self._take(row.name, row.id, fence)
+
+    def _assigned(self, name: str) -> bool:
+        return self.assigned.get(name, self.replica) == self.replica
+
+    async def _keep_or_hand_over(self, name: str, owned: Owned) -> None:
+        renewed = await self.leases.renew(name, owned.fence)
+        if owned.leaving is not None:
+            return  # renewed until the handoff releases it
+        alive = owned.task is not None and not owned.task.done()
+        if not alive or not renewed:
+            await self._step_down(name)
+        elif not self._assigned(name):
+            target = self.assigned[name]
+            owned.leaving = asyncio.create_task(self._hand_over(name, owned, target))
+
+    async def _hand_over(self, name: str, owned: Owned, target: str) -> None:
+        """Gracefully: the entry in hand finishes, a snapshot commits what was applied, the
+        lease goes back, and the others hear of it at once."""
+        began = asyncio.get_running_loop().time()
+        try:
+            await self.handoffs.begin(name, target, "rebalance")
+            await self._stop_taking(owned)
+            live = owned.live
+            if live.seq != live.snapshot_seq or live.applied_through != live.committed_through:
+                await live.pipeline.run(partial(self.hub.executor.snapshot, live, live.seq))
+            await self._ack(name, owned)
+            await self.handoffs.released(name)
+        except (Fenced, RedisError, SQLAlchemyError, OSError) as exc:  # the lease lapses
+            log.warning("model %s: handoff to %s incomplete (%s)", name, target, exc)
+        finally:
+            self.owned.pop(name, None)
+            with contextlib.suppress(RedisError):
+                await self.leases.release(name, owned.fence)
+            await self.hub.step_down(name)
+            await self.announce(name)
+        self.hub.metrics.handoffs.labels("out").inc()
+        took = asyncio.get_running_loop().time() - began
+        log.info("replica %s handed %s to %s in %.3f s", self.replica, name, target, took)
+
+    async def _stop_taking(self, owned: Owned) -> None:
+        """The consumer stops after the entry in hand; waiting on the stream, it just stops."""
+        task = owned.task
+        if task is None:
+            return
+        owned.task = None
+        if not owned.applying:
+            task.cancel()
+        (ended,) = await asyncio.gather(task, return_exceptions=True)
+        if isinstance(ended, Fenced):
+            raise ended
 
     async def _take(self, name: str, model_id: int, fence: int) -> None:
         if not await to_thread.run_sync(self.hub.registry.claim, model_id, fence):
@@ -212,7 +335,11 @@ class Cluster:
             await self.leases.release(name, fence)
             return
         live = await self.hub.take_over(name, fence)
-        owned = Owned(fence, live)
+        record = await self.handoffs.taken(name)
+        owned = Owned(fence, live, handoff=record)
+        if record.get("decided") is not None:
+            self.hub.metrics.handoff_seconds.observe(max(0.0, record["taken"] - record["decided"]))
+        self.hub.metrics.handoffs.labels("in").inc()
         owned.task = asyncio.create_task(self._consume(name, owned))
         self.owned[name] = owned
         log.info("replica %s owns %s (generation %d)", self.settings.replica_id, name, fence)
@@ -239,18 +366,26 @@ class Cluster:
             recorder = owned.live.recorder
             recorder.replaying_through(REPLAYING)
             after: str | None = "0"
-            while not self._stopping:
+            while not self._stopping and owned.leaving is None:
                 batch = await self.streams.read(name, after=after, count=READ_COUNT, block_ms=1000)
                 counts: dict[str, int] = {}
                 if after is not None:
                     if not batch:  # caught up: from here on nothing can have committed before
                         after = None
                         recorder.replaying_through(owned.live.seq)
+                        await self._handed(owned, applied=False)
                         continue
                     counts = await self.streams.deliveries(name, batch[0][0], batch[-1][0])
                     after = batch[-1][0]
                 for entry_id, fields in batch:
-                    await self._apply(name, owned, entry_id, fields, counts.get(entry_id, 1))
+                    if owned.leaving is not None:
+                        break  # handed over: the rest stay pending for the new owner
+                    owned.applying = True
+                    try:
+                        await self._apply(name, owned, entry_id, fields, counts.get(entry_id, 1))
+                    finally:
+                        owned.applying = False
+                    await self._handed(owned, applied=True)
                 await self._ack(name, owned)
         finally:
             self._wake.set()  # a fenced or failed owner steps down at once
@@ -277,6 +412,12 @@ class Cluster:
             await self._run(name, live, entry_id, entry, fields)
         if deliveries > 1:
             await self.redis.hdel(self.keys.attempts(name), entry_id)
+
+    async def _handed(self, owned: Owned, *, applied: bool) -> None:
+        """Files the takeover's record once the first entry applied (or none was waiting)."""
+        if owned.handoff is not None:
+            record, owned.handoff = owned.handoff, None
+            await self.handoffs.complete(record, applied=applied)
 
     async def _count_attempt(self, name: str, entry_id: str) -> None:
         """An entry whose application a replica's death interrupted `max_deliveries` times is
@@ -324,6 +465,11 @@ class Cluster:
         if done:
             owned.unacked = [i for i in owned.unacked if not keys.at_or_before(i, committed)]
             await self.streams.ack(name, done, through=committed)
+
+
+def _listed(about: dict[str, object], key: str) -> list[object]:
+    found = about.get(key)
+    return found if isinstance(found, list) else []
 
 
 def _reason(exc: GradualError) -> dict[str, Any]:

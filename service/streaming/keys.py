@@ -25,6 +25,25 @@ class Keys:
         """Pub/sub: a model was created or deleted, or its committed state moved."""
         return f"{self.prefix}:changes"
 
+    @property
+    def members(self) -> str:
+        """Sorted set: each live replica, scored by its last heartbeat (Redis milliseconds)."""
+        return f"{self.prefix}:members"
+
+    @property
+    def member_info(self) -> str:
+        """Hash: what each replica last said about itself (the models it owns)."""
+        return f"{self.prefix}:members:info"
+
+    @property
+    def handoffs(self) -> str:
+        """List: the latest handoffs, newest first (bounded)."""
+        return f"{self.prefix}:handoffs"
+
+    def handoff(self, model: str) -> str:
+        """Hash: a handoff in progress, written by the old owner, completed by the new one."""
+        return f"{self.prefix}:{model}:handoff"
+
     def batches(self, model: str) -> str:
         """The stream producers `XADD` mini-batches (and replicas commands) to."""
         return f"{self.prefix}:{model}:batches"

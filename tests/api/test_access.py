@@ -50,6 +50,7 @@ EXPECTED: dict[tuple[str, str], str | None] = {
     ("POST", f"{V}/versions"): "write",
     ("POST", M): "admin", ("DELETE", V): "admin", ("POST", f"{V}/promote"): "admin",
     ("POST", f"{V}/rollback"): "admin", ("PATCH", f"{V}/training"): "admin",
+    ("GET", "/v1/cluster"): "admin",
 }  # fmt: skip
 RANK = {"read": Scope.READ, "write": Scope.WRITE, "admin": Scope.ADMIN}
 QUERY = {f"{V}/events/stream": "?max_events=1"}  # the stream then ends after `created`

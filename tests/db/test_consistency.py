@@ -1,7 +1,8 @@
 """`gradual check` and the same check at start: missing files, checksum mismatches, orphans.
 
 A data directory is damaged by hand after a real service wrote it: one version's file
-deleted, one's bytes flipped, orphan files and a folder of no model added.
+deleted, one's bytes flipped, orphan files and a folder of no model added. Every test runs on
+the weight folder and on S3 (a real emulator process): the same damage, the same answers.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from typer.testing import CliRunner
 from service.app import create_app
 from service.cli.main import app as cli
 from service.config import Settings
+from service.storage.weightstore import WeightStorage
 from tests.factories import checkpoint, labelled, model_body, predicted, rows
+from tests.stores import STORES, exists, flip_last_byte, raw_write
 
 PROBE = rows(5, seed=99)
+pytestmark = pytest.mark.parametrize("store_kind", STORES)
 
 
-def written(settings: Settings) -> tuple[list[float], dict[int, Path]]:
-    """A model with versions 1 (served), 2 and 3; returns v1's outputs and the files by number."""
+def written(settings: Settings) -> tuple[list[float], dict[int, str], WeightStorage]:
+    """A model with versions 1 (served), 2 and 3: v1's outputs, the objects by number, the store."""
     with TestClient(create_app(settings)) as client:
         assert client.post("/v1/models", json=model_body("m")).status_code == 201
         for seed in (1, 2):
@@ -33,27 +37,29 @@ def written(settings: Settings) -> tuple[list[float], dict[int, Path]]:
         served = predicted(client, "m", PROBE)
         hub = client.app.state.hub  # type: ignore[attr-defined]
         versions = hub.registry.versions(hub.registry.model("m").id)
-        files = {row.number: hub.store.root / row.weights_path for row in versions}
-    return served, files
+        files = {row.number: row.weights_path for row in versions}
+    return served, files, hub.store
 
 
-def damage(files: dict[int, Path], root: Path) -> list[Path]:
-    """v2's file gone, v3's corrupted; returns the orphans added."""
-    files[2].unlink()
-    data = bytearray(files[3].read_bytes())
-    data[-1] ^= 0xFF
-    files[3].write_bytes(bytes(data))
-    folder = files[1].parent
-    orphans = [folder / "0badc0de.safetensors", folder / "1234.tmp", root / "m99" / "x.safetensors"]
+def damage(files: dict[int, str], store: WeightStorage) -> list[str]:
+    """v2's object gone, v3's corrupted; returns the orphans added."""
+    store.remove(files[2])
+    flip_last_byte(store, files[3])
+    folder = files[1].rpartition("/")[0]
+    orphans = [f"{folder}/0badc0de.safetensors", f"{folder}/1234.tmp", "m99/x.safetensors"]
     for path in orphans:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"not a checkpoint")
+        raw_write(store, path, b"not a checkpoint")
     return orphans
 
 
 def run_check(settings: Settings, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
     monkeypatch.setenv("GRADUAL_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("GRADUAL_DATABASE_URL", settings.resolved_database_url)
+    for key in ("weights_url", "s3_endpoint", "s3_access_key_id", "s3_secret_access_key"):
+        value = getattr(settings, key)
+        if value is not None:
+            secret = getattr(value, "get_secret_value", None)
+            monkeypatch.setenv(f"GRADUAL_{key.upper()}", secret() if secret else str(value))
     result = CliRunner().invoke(cli, ["check", "--grace", "0", *args])
     return result.exit_code, result.output
 
@@ -61,8 +67,8 @@ def run_check(settings: Settings, monkeypatch: pytest.MonkeyPatch, *args: str) -
 def test_check_reports_without_changing_anything_on_a_dry_run(
     start: Callable[..., TestClient], settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, files = written(settings)
-    orphans = damage(files, settings.weights_root)
+    _, files, store = written(settings)
+    orphans = damage(files, store)
     before = contents(settings.data_dir)
     code, output = run_check(settings, monkeypatch, "--dry-run")
     assert contents(settings.data_dir) == before  # not a byte, not a -wal file, not a mtime
@@ -71,7 +77,7 @@ def test_check_reports_without_changing_anything_on_a_dry_run(
     assert "m v3: corrupt" in output
     assert output.count("orphan") == 3
     assert "5 findings" in output
-    assert all(path.exists() for path in orphans)
+    assert all(exists(store, path) for path in orphans)
 
 
 def contents(folder: Path) -> dict[str, tuple[int, bytes]]:
@@ -97,14 +103,14 @@ def test_a_dry_run_refuses_a_data_directory_that_does_not_exist_and_creates_noth
 def test_check_repairs_what_it_safely_can_and_is_then_consistent(
     start: Callable[..., TestClient], settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    served, files = written(settings)
-    orphans = damage(files, settings.weights_root)
+    served, files, store = written(settings)
+    orphans = damage(files, store)
     code, output = run_check(settings, monkeypatch)
     assert code == 1
     assert "(marked missing)" in output
     assert "(marked corrupt)" in output
-    assert not any(path.exists() for path in orphans)
-    assert files[3].exists()  # a corrupt file is kept, as evidence
+    assert not any(exists(store, path) for path in orphans)
+    assert exists(store, files[3])  # a corrupt file is kept, as evidence
     assert run_check(settings, monkeypatch) == (0, "1 versions, 4 files checked: consistent\n")
     client = start()
     statuses = [v["status"] for v in client.get("/v1/models/m/versions").json()["versions"]]
@@ -117,14 +123,14 @@ def test_check_repairs_what_it_safely_can_and_is_then_consistent(
 def test_the_service_runs_the_check_at_start(
     start: Callable[..., TestClient], settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    served, files = written(settings)
-    orphans = damage(files, settings.weights_root)
+    served, files, store = written(settings)
+    orphans = damage(files, store)
     with caplog.at_level(logging.INFO, logger="gradual"):
         client = start()
     assert "consistency: m v2: missing" in caplog.text
     assert "consistency: m v3: corrupt" in caplog.text
     assert "3 versions and" in caplog.text
-    assert not any(path.exists() for path in orphans)
+    assert not any(exists(store, path) for path in orphans)
     assert client.get("/readyz").status_code == 200
     assert predicted(client, "m", PROBE) == served
 
@@ -132,8 +138,8 @@ def test_the_service_runs_the_check_at_start(
 def test_a_model_whose_served_version_is_gone_is_a_503_and_the_service_still_starts(
     start: Callable[..., TestClient], settings: Settings
 ) -> None:
-    _, files = written(settings)
-    files[1].unlink()  # served (and best): the model cannot load
+    _, files, store = written(settings)
+    store.remove(files[1])  # served (and best): the model cannot load
     client = start()
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").json()["detail"]["failed"].keys() == {"m"}
@@ -144,10 +150,19 @@ def test_a_model_whose_served_version_is_gone_is_a_503_and_the_service_still_sta
 def test_a_fresh_file_is_left_alone_within_the_grace_period(
     start: Callable[..., TestClient], settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, files = written(settings)
-    young = files[1].parent / "being-written.safetensors"
-    young.write_bytes(b"a checkpoint whose row is about to commit")
-    monkeypatch.setenv("GRADUAL_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("GRADUAL_DATABASE_URL", settings.resolved_database_url)
-    assert CliRunner().invoke(cli, ["check", "--grace", "60"]).exit_code == 0
-    assert young.exists()
+    _, files, store = written(settings)
+    young = f"{files[1].rpartition('/')[0]}/being-written.safetensors"
+    raw_write(store, young, b"a checkpoint whose row is about to commit")
+    assert run_check(settings, monkeypatch, "--grace", "60")[0] == 0
+    assert exists(store, young)
+
+
+def test_a_version_whose_object_is_corrupted_is_refused_with_410(
+    start: Callable[..., TestClient], settings: Settings
+) -> None:
+    _, files, store = written(settings)
+    client = start()
+    flip_last_byte(store, files[2])  # while the service runs: its read finds the damage
+    refused = client.post("/v1/models/m/predict", json={"inputs": PROBE, "version": 2})
+    assert (refused.status_code, refused.json()["code"]) == (410, "version_unavailable")
+    assert "fails its checksum" in refused.json()["message"]

@@ -8,7 +8,6 @@ augmentation noise included (they come from the checkpointed generator).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +20,10 @@ from service.learning.checkpoint import Checkpoint
 from service.learning.head import HeadState, TrainingHead
 from service.learning.trainer import Limits, fit
 from service.learning.training_config import TrainingConfig
-from service.storage.weights import WeightStore, decode, encode
+from service.storage.weights import decode, encode
+from service.storage.weightstore import WeightStorage
 from tests.models.examples import inputs, network_spec, optimizer_examples, targets
+from tests.stores import STORES, flip_last_byte
 
 CPU = torch.device("cpu")
 SPEC = network_spec(task="classification", outputs=3, hidden=[5, 4], dropout=0.25)
@@ -184,33 +185,55 @@ def test_checkpoint_meta_restores_the_counters() -> None:
     assert (restored.step, restored.samples_seen) == (2, 8)
 
 
-def test_store_write_then_read_is_bit_for_bit(tmp_path: Path) -> None:
-    store = WeightStore(tmp_path)
+@pytest.mark.parametrize("store_kind", STORES)
+def test_store_write_then_read_is_bit_for_bit(weight_store: WeightStorage) -> None:
     checkpoint = trained_head(OptimizerSpec()).checkpoint()
-    file = store.write(7, checkpoint)
-    read = store.read(file.path, file.sha256)
+    file = weight_store.write(7, checkpoint)
+    read = weight_store.read(file.path, file.sha256)
     assert_same_tensors(checkpoint.network, read.network)
     assert_same_optimizer(checkpoint.optimizer, read.optimizer)
     assert torch.equal(read.rng, checkpoint.rng)
 
 
-def test_store_refuses_a_file_that_fails_its_checksum(tmp_path: Path) -> None:
-    store = WeightStore(tmp_path)
-    file = store.write(7, new_head(OptimizerSpec()).checkpoint())
-    path = tmp_path / file.path
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF
-    path.write_bytes(bytes(data))
+@pytest.mark.parametrize("store_kind", STORES)
+def test_store_refuses_a_file_that_fails_its_checksum(weight_store: WeightStorage) -> None:
+    file = weight_store.write(7, new_head(OptimizerSpec()).checkpoint())
+    flip_last_byte(weight_store, file.path)
     with pytest.raises(VersionUnavailable, match="checksum"):
-        store.read(file.path, file.sha256)
+        weight_store.read(file.path, file.sha256)
 
 
-def test_store_refuses_a_missing_file(tmp_path: Path) -> None:
-    store = WeightStore(tmp_path)
-    file = store.write(7, new_head(OptimizerSpec()).checkpoint())
-    store.remove(file.path)
+@pytest.mark.parametrize("store_kind", STORES)
+def test_store_refuses_a_missing_file(weight_store: WeightStorage) -> None:
+    file = weight_store.write(7, new_head(OptimizerSpec()).checkpoint())
+    weight_store.remove(file.path)
     with pytest.raises(VersionUnavailable, match="missing"):
-        store.read(file.path, file.sha256)
+        weight_store.read(file.path, file.sha256)
+
+
+@pytest.mark.parametrize("store_kind", STORES)
+def test_store_keeps_the_newest_two_snapshots_and_reads_back_the_latest(
+    weight_store: WeightStorage,
+) -> None:
+    head = trained_head(OptimizerSpec())
+    for seq in (1, 2, 3):
+        weight_store.write_snapshot(7, seq, head.checkpoint())
+    found = weight_store.latest_snapshot(7)
+    assert found is not None
+    assert found[0] == 3
+    assert_same_tensors(head.checkpoint().network, found[1].network)
+    kept = sorted(o.path for o in weight_store.objects())
+    assert kept == [f"m7/snapshots/{seq:020d}.safetensors" for seq in (2, 3)]
+
+
+@pytest.mark.parametrize("store_kind", STORES)
+def test_store_prunes_fenced_snapshots_but_those_it_keeps(weight_store: WeightStorage) -> None:
+    head = new_head(OptimizerSpec())
+    files = [weight_store.write_fenced_snapshot(7, seq, 4, head.checkpoint()) for seq in (1, 2)]
+    weight_store.prune_snapshots(7, keep={files[1].path})
+    assert [o.path for o in weight_store.objects()] == [files[1].path]
+    weight_store.remove_model(7)
+    assert list(weight_store.objects()) == []
 
 
 def test_decode_refuses_safetensors_that_are_not_a_checkpoint() -> None:

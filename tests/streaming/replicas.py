@@ -31,8 +31,15 @@ class Replica:
 
     def try_start(self) -> bool:
         """True once it answers ready; False if it died first (a crash point in catch-up)."""
+        self.launch()
+        return self.wait_ready()
+
+    def launch(self) -> None:
         settings = self.env | {"GRADUAL_REPLICA_ID": self.name}
         self.process = serve_process(self.port, settings, self.log)
+
+    def wait_ready(self) -> bool:
+        assert self.process is not None
         return answers_ready(self.process, self.http, self.log)
 
     def owned(self) -> list[str]:
