@@ -70,6 +70,7 @@ def fit(
     """`lr(step)` gives each step's learning rate; `replay` lends rows to every step (its
     generator is part of the transaction; its rows are added by the caller, after).
     `keep_outputs`: hand back the first forward pass's outputs for that many leading rows."""
+    _refuse_outlying_targets(head, targets)
     head.backup.save(head)
     replay_rng = replay.generator.get_state() if replay else None
     taken: list[tuple[torch.Tensor, torch.Tensor, int]] = []  # (loss, grad norm, rows) per step
@@ -104,6 +105,27 @@ def fit(
     sizes = torch.tensor([rows for _, _, rows in taken], dtype=torch.float32)
     mean_loss = float((losses.cpu() * sizes).sum()) / float(sizes.sum())  # per row stepped on
     return FitResult(len(taken), inputs.shape[0], mean_loss, kept[0] if kept else None)
+
+
+# Regression targets are learned standardized by running statistics: once those have seen
+# TARGET_MIN_ROWS rows, a batch with targets beyond TARGET_OUTLIER_Z of their standard
+# deviations (a unit mix-up, a poisoned label) is refused instead of being folded into the
+# statistics, where it would move the scale of every later answer.
+TARGET_MIN_ROWS = 16
+TARGET_OUTLIER_Z = 1000.0
+
+
+def _refuse_outlying_targets(head: TrainingHead, targets: torch.Tensor) -> None:
+    standardizer = head.network.target_normalizer
+    if standardizer is None or float(standardizer.count) < TARGET_MIN_ROWS:
+        return
+    z = standardizer.standardize(shape_targets(head.spec, targets).to(torch.float64))
+    if bool((z.abs() > TARGET_OUTLIER_Z).any()):
+        raise BatchRejected(
+            "batch refused, nothing applied: targets lie beyond "
+            f"{TARGET_OUTLIER_Z:g} standard deviations of the targets trained on so far",
+            field="targets",
+        )
 
 
 def _with_replay(

@@ -50,8 +50,11 @@ class Volume:
 
 
 def volumes_of(settings: Settings) -> list[Volume]:
-    """The write-ahead log's, the weights' and (with SQLite) the database's directories."""
-    found = [Volume("log", settings.data_dir), Volume("weights", settings.weights_root)]
+    """The write-ahead log's, the weights' (unless they are in object storage) and (with
+    SQLite) the database's directories."""
+    found = [Volume("log", settings.data_dir)]
+    if settings.weights_url is None:
+        found.append(Volume("weights", settings.weights_root))
     url = make_url(settings.resolved_database_url)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         found.append(Volume("database", Path(str(url.database)).parent))

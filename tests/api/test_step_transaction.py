@@ -38,6 +38,7 @@ class Refusal:
     good: dict[str, Any]
     bad: dict[str, Any]
     reason: str
+    named: str = "inputs"  # the field the refusal names
     settings: dict[str, float] = field(default_factory=dict)
 
 
@@ -46,10 +47,19 @@ SCENARIOS = {
     # would also have moved the normalizer's running mean. Adam's moments and step count
     # and the dropout generator move too.
     "exploding-gradient": Refusal(
-        body=model_body(task="regression", outputs=1, dropout=0.2, seed=3),
+        body=model_body(task="regression", outputs=1, dropout=0.2, seed=3, normalize_target=False),
         good={"inputs": rows(32, seed=1), "targets": [0.5] * 32},
         bad={"inputs": shifted(rows(16, seed=2), 100.0), "targets": [1e9] * 16},
         reason="max_grad_norm",
+    ),
+    # With targets learned standardized, the same batch is refused before any step: its
+    # targets lie far beyond every target the statistics have seen.
+    "outlying-targets": Refusal(
+        body=model_body(task="regression", outputs=1, dropout=0.2, seed=3),
+        good={"inputs": rows(32, seed=1), "targets": [0.5 + i / 64 for i in range(32)]},
+        bad={"inputs": shifted(rows(16, seed=2), 100.0), "targets": [1e9] * 16},
+        reason="standard deviations",
+        named="targets",
     ),
     # Inputs of ~1e4 push SGD's weights (and its momentum buffers) past max_weight_abs.
     "weight-beyond-bound": Refusal(
@@ -67,6 +77,7 @@ SCENARIOS = {
 }
 NEXT = {
     "exploding-gradient": {"inputs": rows(32, seed=4), "targets": [-0.5] * 32},
+    "outlying-targets": {"inputs": rows(32, seed=4), "targets": [0.2] * 32},
     "weight-beyond-bound": {"inputs": rows(32, seed=4), "targets": labels(32, seed=4)},
 }
 
@@ -97,7 +108,7 @@ def refused(
 def test_refused_batch_is_a_422_batch_rejected_saying_why(refused: Refused) -> None:
     assert refused.response.status_code == 422
     body = refused.response.json()
-    assert (body["code"], body["field"]) == ("batch_rejected", "inputs")
+    assert (body["code"], body["field"]) == ("batch_rejected", SCENARIOS[refused.scenario].named)
     assert SCENARIOS[refused.scenario].reason in body["message"]
 
 
