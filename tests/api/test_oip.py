@@ -240,8 +240,8 @@ def test_unknown_model_is_404_before_its_body_is_read(model: TestClient) -> None
 def test_a_model_that_failed_to_load_is_not_ready_at_any_version(
     start: Callable[..., TestClient], settings: Settings
 ) -> None:
-    _, files = written(settings)
-    files[1].unlink()  # the served version's weights: the model cannot load
+    _, files, store = written(settings)
+    store.remove(files[1])  # the served version's weights: the model cannot load
     client = start()
     for path in ("/v2/models/m/ready", "/v2/models/m/versions/1/ready"):
         response = client.get(path)
