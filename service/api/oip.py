@@ -148,10 +148,31 @@ async def version_ready(name: NameParam, version: VersionParam, hub: HubDep) -> 
     return _readiness(ModelReady(name=name, ready=ready))
 
 
+def _self_contained(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its `$defs` written in place: OpenAPI documents (and ReDoc)
+    cannot resolve a `#/$defs/...` reference inside an operation."""
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    result: dict[str, Any] = inline(schema)
+    return result
+
+
 INFER_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": InferenceRequest.model_json_schema()}},
+        "content": {
+            "application/json": {"schema": _self_contained(InferenceRequest.model_json_schema())}
+        },
     }
 }
 INFER_ANSWER: dict[int | str, dict[str, Any]] = {

@@ -293,7 +293,8 @@ def test_up_that_fails_stops_what_it_started_and_names_the_log(tmp_path: Path) -
             connection.execute(f"DROP DATABASE IF EXISTS gradual_e2e_{suffix}")
             connection.execute(f"DROP ROLE IF EXISTS gradual_e2e_{suffix}")
     assert result.returncode == 2
-    assert f"migrate exited with 1: see {run_dir / 'logs' / 'migrate.log'}" in result.stderr
+    # a bad setting is a usage error: exit status 2 (gradual --help lists them)
+    assert f"migrate exited with 2: see {run_dir / 'logs' / 'migrate.log'}" in result.stderr
     assert "log_level" in (run_dir / "logs" / "migrate.log").read_text()
     redis_pid = int((run_dir / "redis.pid").read_text())
     assert not _alive(redis_pid)

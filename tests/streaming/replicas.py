@@ -5,11 +5,17 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
+import redis
 
+from tests.conftest import POSTGRES_URL, REDIS_URL, unavailable
 from tests.live_server import answers_ready, free_port, serve_process
 
 
@@ -84,3 +90,32 @@ def wait_until(condition: Any, timeout: float = 30.0, step: float = 0.02) -> flo
         assert time.monotonic() - began < timeout, "condition not met in time"
         time.sleep(step)
     return time.monotonic() - began
+
+
+@contextmanager
+def cluster_database(name: str) -> Iterator[dict[str, str]]:
+    """A PostgreSQL schema of its own and a Redis key prefix of its own, for replicas started
+    by one test module: the settings naming them. Both are dropped afterwards (through a fresh
+    connection: the server may have restarted meanwhile)."""
+    admin_url = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=3) as admin:
+            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+            schema = f"gradual_{name}_{uuid.uuid4().hex[:10]}"
+            admin.execute(f'CREATE SCHEMA "{schema}"')
+    except (psycopg.OperationalError, redis.RedisError) as exc:
+        unavailable("PostgreSQL or Redis", str(exc).strip().splitlines()[0])
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield {
+            "GRADUAL_DATABASE_URL": f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}",
+            "GRADUAL_REDIS_URL": REDIS_URL, "GRADUAL_REDIS_PREFIX": prefix,
+        }  # fmt: skip
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as again:
+            again.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        client = redis.Redis.from_url(REDIS_URL)
+        stale = list(client.scan_iter(f"{prefix}:*"))
+        if stale:
+            client.delete(*stale)

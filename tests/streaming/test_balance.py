@@ -18,13 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
-import psycopg
 import pytest
 import redis
 
-from tests.conftest import POSTGRES_URL, REDIS_URL, unavailable
+from tests.conftest import REDIS_URL
 from tests.factories import labelled, model_body
-from tests.streaming.replicas import Replica, wait_until
+from tests.streaming.replicas import Replica, cluster_database, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -34,36 +33,14 @@ ROWS, CLIENTS, LEASE_S = 4, 4, 2.0
 
 @pytest.fixture(scope="module")
 def shared(s3_endpoint: str) -> Iterator[dict[str, str]]:
-    try:
-        admin = psycopg.connect(
-            POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://"), autocommit=True,
-            connect_timeout=3,
-        )  # fmt: skip
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
-    except (psycopg.OperationalError, redis.RedisError) as exc:
-        unavailable("PostgreSQL or Redis", str(exc).strip().splitlines()[0])
-    schema = f"gradual_balance_{uuid.uuid4().hex[:10]}"
-    prefix = f"test-{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE SCHEMA "{schema}"')
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    yield {
-        "GRADUAL_DATABASE_URL": f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}",
-        "GRADUAL_REDIS_URL": REDIS_URL, "GRADUAL_REDIS_PREFIX": prefix,
-        "GRADUAL_WEIGHTS_URL": f"s3://{bucket(s3_endpoint)}/weights",
-        "GRADUAL_S3_ENDPOINT": s3_endpoint, "GRADUAL_S3_ACCESS_KEY_ID": "testing",
-        "GRADUAL_S3_SECRET_ACCESS_KEY": "testing",
-        "GRADUAL_LEASE_TTL_S": str(LEASE_S), "GRADUAL_SYNC_EVERY_S": "0.3",
-        "GRADUAL_LOG_LEVEL": "info",  # the replicas' logs tell the handoffs, if a test fails
-    }  # fmt: skip
-    admin.close()  # a fresh connection drops the schema: the server may have restarted since
-    with psycopg.connect(
-        POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
-    ) as again:
-        again.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    client = redis.Redis.from_url(REDIS_URL)
-    stale = list(client.scan_iter(f"{prefix}:*"))
-    if stale:
-        client.delete(*stale)
+    with cluster_database("balance") as database:
+        yield database | {
+            "GRADUAL_WEIGHTS_URL": f"s3://{bucket(s3_endpoint)}/weights",
+            "GRADUAL_S3_ENDPOINT": s3_endpoint, "GRADUAL_S3_ACCESS_KEY_ID": "testing",
+            "GRADUAL_S3_SECRET_ACCESS_KEY": "testing",
+            "GRADUAL_LEASE_TTL_S": str(LEASE_S), "GRADUAL_SYNC_EVERY_S": "0.3",
+            "GRADUAL_LOG_LEVEL": "info",  # the replicas' logs tell the handoffs, if a test fails
+        }  # fmt: skip
 
 
 def bucket(endpoint: str) -> str:

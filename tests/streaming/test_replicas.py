@@ -7,19 +7,15 @@ the model over and finishes the stream with every acknowledged batch applied exa
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-import redis
 
-from tests.conftest import POSTGRES_URL, REDIS_URL, unavailable
 from tests.factories import labelled, model_body
-from tests.streaming.replicas import Replica, wait_until
+from tests.streaming.replicas import Replica, cluster_database, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -45,30 +41,11 @@ class Story:
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    try:
-        admin = psycopg.connect(
-            POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://"), autocommit=True,
-            connect_timeout=3,
-        )  # fmt: skip
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
-    except (psycopg.OperationalError, redis.RedisError) as exc:
-        unavailable("PostgreSQL or Redis", str(exc).strip().splitlines()[0])
-    schema = f"gradual_replicas_{uuid.uuid4().hex[:10]}"
-    prefix = f"test-{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE SCHEMA "{schema}"')
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    yield {
-        "GRADUAL_DATABASE_URL": f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}",
-        "GRADUAL_REDIS_URL": REDIS_URL, "GRADUAL_REDIS_PREFIX": prefix,
-        "GRADUAL_DATA_DIR": str(tmp_path_factory.mktemp("shared") / "data"),
-        "GRADUAL_LEASE_TTL_S": "1", "GRADUAL_SYNC_EVERY_S": "0.3",
-    }  # fmt: skip
-    admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    admin.close()
-    client = redis.Redis.from_url(REDIS_URL)
-    stale = list(client.scan_iter(f"{prefix}:*"))
-    if stale:
-        client.delete(*stale)
+    with cluster_database("replicas") as database:
+        yield database | {
+            "GRADUAL_DATA_DIR": str(tmp_path_factory.mktemp("shared") / "data"),
+            "GRADUAL_LEASE_TTL_S": "1", "GRADUAL_SYNC_EVERY_S": "0.3",
+        }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
