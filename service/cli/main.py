@@ -94,7 +94,10 @@ def _settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         for problem in exc.errors():
-            typer.echo(f"gradual: {problem['msg'].removeprefix('Value error, ')}", err=True)
+            named = ".".join(str(part) for part in problem["loc"])
+            where = f"GRADUAL_{named.upper()} ({named}): " if named else ""
+            message = problem["msg"].removeprefix("Value error, ")
+            typer.echo(f"error: {where}{message}", err=True)
         raise typer.Exit(ExitCode.USAGE) from None
 
 
