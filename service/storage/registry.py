@@ -22,7 +22,7 @@ from service.storage.weights import StoredFile
 
 Fence = int | None  # an owner's generation; None: one process, nothing to compare
 
-MAX_VERSION_RETRIES = 5
+MAX_VERSION_RETRIES = 20  # SQLite has no row lock: concurrent writers may collide a few times
 
 
 @dataclass(frozen=True)
