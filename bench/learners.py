@@ -107,11 +107,7 @@ class RiverLogistic(InProcess):
         self.classes = data.classes
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        out = np.full((len(x), self.classes), 1.0 / self.classes)
-        for i, row in enumerate(_dicts(x)):
-            for label, p in self.model.predict_proba_one(row).items():
-                out[i, int(label)] = p
-        return out
+        return _probabilities(self.model, x, self.classes)
 
     def learn(self, x: np.ndarray, y: np.ndarray) -> None:
         for row, label in zip(_dicts(x), y.tolist(), strict=True):
@@ -128,11 +124,7 @@ class RiverLearner(InProcess):
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         if self.classes == 0:
             return np.array([self.model.predict_one(row) or 0.0 for row in _dicts(x)])
-        out = np.full((len(x), self.classes), 1.0 / self.classes)
-        for i, row in enumerate(_dicts(x)):
-            for label, p in self.model.predict_proba_one(row).items():
-                out[i, int(label)] = p
-        return out
+        return _probabilities(self.model, x, self.classes)
 
     def learn(self, x: np.ndarray, y: np.ndarray) -> None:
         for row, target in zip(_dicts(x), y.tolist(), strict=True):
@@ -324,3 +316,12 @@ def prequential(learner: Learner, data: Stream, chunk: int) -> Score:
         learner.name, float(correct[: data.pass_rows].mean()), float(correct.mean()),
         last, learned / max(learning, 1e-9), learned / max(cpu, 1e-9),
     )  # fmt: skip
+
+
+def _probabilities(model: Any, x: np.ndarray, classes: int) -> np.ndarray:
+    """A River classifier's probabilities, row by row (uniform where it has not seen a class)."""
+    out = np.full((len(x), classes), 1.0 / classes)
+    for i, row in enumerate(_dicts(x)):
+        for label, p in model.predict_proba_one(row).items():
+            out[i, int(label)] = p
+    return out
