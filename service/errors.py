@@ -140,6 +140,13 @@ class Unavailable(GradualError):
         self.retry_after = retry_after
 
 
+class OutcomeLate(Unavailable):
+    """The entry is durable in the model's stream and will apply; its outcome did not arrive
+    in time."""
+
+    code = "outcome_late"
+
+
 class Fenced(Unavailable):
     """This replica's ownership of a model lapsed: another replica's generation is newer, so
     nothing it computed since may be committed."""

@@ -50,10 +50,12 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
         app.state.settings = settings
         app.state.hub = hub
         app.state.loaded = False
-        await hub.load_all()
+        await hub.models.load_all()
         redis = _redis(settings.redis_url, settings.replica_id) if settings.redis_url else None
         if redis is not None:
-            hub.cluster = Cluster(hub, redis, settings)
+            hub.cluster = Cluster(
+                hub.models, redis, settings, executor=hub.executor, metrics=hub.metrics
+            )
             hub.submitter = StreamSubmitter(hub.cluster)  # every change through the streams
             await hub.cluster.start()
         app.state.redis = redis

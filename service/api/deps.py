@@ -28,7 +28,7 @@ async def discover_model(request: Request) -> None:
     name = request.path_params.get("name")
     hub: ModelHub = request.app.state.hub
     if isinstance(name, str) and hub.cluster is not None and not hub.has(name):
-        await hub.discover(name)
+        await hub.models.discover(name)
 
 
 HubDep = Annotated[ModelHub, Depends(get_hub)]

@@ -24,7 +24,7 @@ async def healthz() -> Health:
 async def readyz(request: Request, hub: HubDep) -> FastJSONResponse:
     detail: dict[str, object] = {
         "models": len(hub.all()),
-        "failed": hub.failed,
+        "failed": hub.models.failed,
         "compile": hub.limits.compile,  # GRADUAL_COMPILE as it runs ("off" if unavailable)
     }
     try:

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import torch
 
+from models.losses import target_dtype
+from models.spec import NetworkSpec
+
+
+def layout_of(spec: NetworkSpec) -> tuple[int, tuple[int, ...], torch.dtype]:
+    """What a buffer of `spec`'s rows holds: features, the target shape and dtype."""
+    shape: tuple[int, ...] = () if spec.task == "classification" else (spec.outputs,)
+    return spec.inputs, shape, target_dtype(spec)
+
 
 class ValidationBuffer:
     """A ring of `capacity` rows; adding past capacity overwrites the oldest rows."""
@@ -33,6 +42,13 @@ class ValidationBuffer:
         self._next = (self._next + rows) % self.capacity
         self.size = min(self.capacity, self.size + rows)
         self.changed = True
+
+    def resized(self, capacity: int) -> ValidationBuffer:
+        """A buffer of `capacity` holding this one's newest rows, in arrival order."""
+        x, y = self.oldest_first()
+        new = ValidationBuffer(capacity, x.shape[1], tuple(y.shape[1:]), y.dtype, x.device)
+        new.add(x, y)
+        return new
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self._x[: self.size], self._y[: self.size]

@@ -1,11 +1,13 @@
-"""The rollback and drift rules: numbers in, a decision out (no torch, no I/O)."""
+"""The promotion, rollback and drift rules: numbers in, a decision out (no torch, no I/O)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
-from service.learning.early_stopping import Mode
+from service.learning.early_stopping import Mode, better
 
 TINY = 1e-12
 # A round this much worse than the best, relative to it (4× the best loss), rolls back at once,
@@ -89,3 +91,20 @@ def fresh_enough(fresh_rows: int, minimum: int, capacity: int) -> bool:
     """Whether enough rows have arrived since the stop to judge drift on them alone (a buffer
     smaller than `minimum` judges once it is full of fresh rows)."""
     return fresh_rows >= min(minimum, capacity)
+
+
+def finite_or_none(value: float) -> float | None:
+    """A score as events store it: JSON has no NaN or infinity."""
+    return value if math.isfinite(value) else None
+
+
+def promotes(
+    policy: Literal["best", "latest", "manual"], score: float,
+    served_score: Callable[[], float | None], mode: Mode,
+) -> bool:  # fmt: skip
+    """Whether an improved head is served: always, never, or when it beats the served
+    version (scored only then) or nothing is served yet."""
+    if policy != "best":
+        return policy == "latest"
+    served = served_score()
+    return served is None or better(score, served, mode)

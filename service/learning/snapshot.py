@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.learning.checkpoint import Checkpoint
-from service.learning.learner import Control, OnlineLearner
+from service.learning.control import Control
+from service.learning.learner import OnlineLearner
 from service.learning.race.snapshot import capture_race
 from service.learning.replay import ReplayState
 from service.learning.training_config import TrainingConfig
@@ -40,8 +41,8 @@ def capture(learner: OnlineLearner, *, seq: int, unrecorded_ids: list[str]) -> C
         "buffer_next": next_slot,
         "replay_next": replay.next_slot,
         "pointers": {
-            "served": learner.served.version, "head": learner.head_version,
-            "best": learner.best.version,
+            "served": learner.versions.served.version, "head": learner.versions.head_version,
+            "best": learner.versions.best.version,
         },
         "unrecorded_ids": unrecorded_ids,
     }  # fmt: skip

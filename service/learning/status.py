@@ -17,7 +17,8 @@ from service.learning.served import ServedModel
 from service.learning.training_config import TrainingConfig
 
 if TYPE_CHECKING:
-    from service.learning.learner import OnlineLearner, State
+    from service.learning.control import State
+    from service.learning.learner import OnlineLearner
 
 
 @dataclass(frozen=True)
@@ -56,12 +57,12 @@ def status_of(learner: OnlineLearner, previous: LearnerStatus | None = None) -> 
     return LearnerStatus(
         spec=head.spec, optimizer=learner.optimizer, training=learner.training,
         state=control.state, stopping_reason=control.stopping_reason, step=head.step,
-        samples_seen=head.samples_seen, served=learner.served,
-        head_version=learner.head_version, best_version=learner.best.version,
+        samples_seen=head.samples_seen, served=learner.versions.served,
+        head_version=learner.versions.head_version, best_version=learner.versions.best.version,
         best_metric=learner.stopper.state.best,
         rounds_since_improvement=learner.stopper.state.wait, validation_rows=buffer.size,
         validation_capacity=buffer.capacity, class_counts=_class_counts(learner, previous),
-        replay_rows=learner.replay.size, lr=learner.lr, device=str(head.device),
+        replay_rows=learner.replay.size, lr=learner.lr_at(head.step), device=str(head.device),
         rollbacks=counts["rollback"], early_stops=counts["early_stop"],
         last_round=MappingProxyType(dict(learner.recorder.last_round)),
     )  # fmt: skip

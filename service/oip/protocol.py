@@ -29,7 +29,7 @@ async def server_ready(hub: ModelHub, *, loaded: bool) -> bool:
 async def model_ready(hub: ModelHub, name: str, version: int | None) -> bool:
     """Whether `name` (at `version`) can serve. An unknown model or version raises NotFound; a
     model that failed to load at start is known, but not ready."""
-    if name in hub.failed:
+    if name in hub.models.failed:
         return False
     if version is None:
         hub.live(name)

@@ -13,8 +13,9 @@ from models.spec import NetworkSpec, OptimizerSpec
 from service.config import Settings
 from service.errors import GradualError, ReplayFailed, VersionUnavailable
 from service.learning.checkpoint import Checkpoint
+from service.learning.control import BestVersion, Control
 from service.learning.head import TrainingHead
-from service.learning.learner import BestVersion, Control, OnlineLearner
+from service.learning.learner import OnlineLearner
 from service.learning.ledger import BatchLedger
 from service.learning.race.candidates import Race
 from service.learning.race.snapshot import restore_race
@@ -64,7 +65,7 @@ class Assembler:
         head = self.new_head(row) if race is None else race.leader.head
         assert head is not None
         best_state = head.state_from(self.read(row, info.pointers.best))
-        recorded = self.registry.applied_batch_ids(
+        recorded = self.registry.queries.applied_batch_ids(
             row.id, limit=self.settings.batch_id_memory, through_seq=seq
         )
         live = self.live(
@@ -125,7 +126,7 @@ class Assembler:
         return self.versions.get_or_load((row.id, number), load)
 
     def read(self, row: ModelRow, number: int) -> Checkpoint:
-        version = self.registry.version(row, number)
+        version = self.registry.queries.version(row, number)
         if version.status != "ready":
             raise VersionUnavailable(f"version {number} is {version.status}", field="version")
         return self.store.read(version.weights_path, version.weights_sha256)

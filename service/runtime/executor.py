@@ -169,7 +169,7 @@ class Executor:
     def _rollback(self, live: LiveModel, record: Record) -> None:
         version = int(record.args["version"])
         if live.learner.race is None:  # a lone model: a recent version is in memory
-            state = live.learner.resident_state(version)
+            state = live.learner.versions.resident_state(version)
             if state is not None:
                 live.learner.reset_to(version, state)
                 return
@@ -185,7 +185,7 @@ class Executor:
 
     def _promote(self, live: LiveModel, record: Record) -> None:
         version = int(record.args["version"])
-        live.learner.promote(version, self._resident_or_load(live, version))
+        live.learner.promote(self._resident_or_load(live, version))
 
     def _fit(self, live: LiveModel, record: Record, guard: StreamGuard | None) -> Trained:
         learner, ledger = live.learner, live.ledger
@@ -204,7 +204,7 @@ class Executor:
         if batch_id is not None:
             ledger.applied(batch_id)
         head = learner.head
-        return Trained(report, head.step, head.samples_seen, learner.served.version)
+        return Trained(report, head.step, head.samples_seen, learner.versions.served.version)
 
     def _after_steps(self, exc: Exception) -> bool:
         """Whether `exc` is a write of the batch's round failing: its steps were taken."""
@@ -217,10 +217,10 @@ class Executor:
         return to_device(inputs, self.device), to_device(targets, self.device)
 
     def _resident_or_load(self, live: LiveModel, version: int) -> ServedModel:
-        served = live.learner.served
+        served = live.learner.versions.served
         if served.version == version:
             return served
-        state = live.learner.resident_state(version)
+        state = live.learner.versions.resident_state(version)
         if state is not None:  # no disk read: a recent version is in device memory
             return ServedModel.from_state(
                 live.spec, version, state.network, self.device, compiled=self.compiled

@@ -25,17 +25,17 @@ class History:
         self.live = live
 
     async def versions(self, name: str) -> Sequence[VersionRow]:
-        return await to_thread.run_sync(self.registry.versions, self.live(name).id)
+        return await to_thread.run_sync(self.registry.queries.versions, self.live(name).id)
 
     async def version(self, name: str, number: int) -> VersionRow:
-        return await to_thread.run_sync(self.registry.version, self.live(name).row, number)
+        return await to_thread.run_sync(self.registry.queries.version, self.live(name).row, number)
 
     async def events(
         self, name: str, since: int, *, kinds: Sequence[EventKind] | None = None, limit: int = 1000
     ) -> Sequence[EventRow]:
         model_id = self.live(name).id
         return await to_thread.run_sync(
-            lambda: self.registry.events(model_id, since=since, kinds=kinds, limit=limit)
+            lambda: self.registry.queries.events(model_id, since=since, kinds=kinds, limit=limit)
         )
 
     async def wait_for_events(self, name: str, timeout: float) -> None:

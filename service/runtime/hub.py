@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,38 +17,34 @@ import torch
 from anyio import to_thread
 from pydantic import ValidationError
 
-from models.spec import NetworkSpec
 from service.api.schemas import CreateModel
 from service.config import Settings
 from service.errors import (
     InvalidInput,
     ModelExists,
-    ModelNotFound,
-    ModelUnavailable,
+    OutcomeLate,
     VersionUnavailable,
 )
 from service.kinds import RecordKind
 from service.learning.compilation import effective_mode
-from service.learning.head import TrainingHead
-from service.learning.learner import BestVersion, Control
-from service.learning.race.candidates import Race, new_candidate
-from service.learning.race.plan import plan_candidates
-from service.learning.served import Predictions, ServedModel, decode_outputs, to_device
+from service.learning.served import Predictions, decode_outputs, to_device
 from service.learning.trainer import Limits
 from service.learning.training_config import TrainingConfig
 from service.runtime.assembly import Assembler
+from service.runtime.creation import check_training, create_model
 from service.runtime.history import History
 from service.runtime.live import FitOutcome, LiveModel, StreamGuard, Trained
 from service.runtime.metrics import Metrics
 from service.runtime.microbatch import MicroBatcher
+from service.runtime.models import LiveModels
 from service.runtime.notify import Notifier
 from service.runtime.submit import LocalLog, Submitter, consume
-from service.storage.db.tables import ModelRow, VersionRow
+from service.storage.db.tables import VersionRow
 from service.storage.guard import StorageGuard, volumes_of
-from service.storage.registry import NewModel, NewVersion, Registry
+from service.storage.registry import Registry
 from service.storage.wal import ModelLog
 from service.storage.weightstore import WeightStorage
-from service.streaming.cluster import Cluster, OutcomeLate
+from service.streaming.cluster import Cluster
 
 log = logging.getLogger("gradual.hub")
 
@@ -92,39 +87,23 @@ class ModelHub:
             inline_max_s=settings.predict_inline_ms / 1000,
             on_batch=lambda _key, rows, _requests: self.metrics.predict_rows.observe(rows),
         )  # fmt: skip
+        self.models = LiveModels(registry, self.assembly)
         # Where changes go: the local log here; the lifespan swaps in the Redis stream.
         self.submitter: Submitter = LocalLog(self.executor, self.storage)
-        self.failed: dict[str, str] = {}
         self.cluster: Cluster | None = None  # set when Redis coordinates several replicas
-        self._models: dict[str, LiveModel] = {}
-        self._creating: set[str] = set()
 
     # -- lookup ---------------------------------------------------------------------------
 
     def live(self, name: str) -> LiveModel:
-        try:
-            return self._models[name]
-        except KeyError:
-            if name in self.failed:  # known, but not loaded: a 503, not a 404
-                raise ModelUnavailable(name, self.failed[name]) from None
-            raise ModelNotFound(name) from None
+        return self.models.live(name)
 
     def all(self) -> list[LiveModel]:
-        return sorted(self._models.values(), key=lambda model: model.name)
+        return self.models.all()
 
     def has(self, name: str) -> bool:
-        return name in self._models
+        return self.models.has(name)
 
     # -- start and stop -------------------------------------------------------------------
-
-    async def load_all(self) -> None:
-        """Brings every model back: its latest snapshot, then the log after it (run at start)."""
-        for row in await to_thread.run_sync(self.registry.models):
-            try:
-                self._models[row.name] = await to_thread.run_sync(self.assembly.restore, row)
-            except (VersionUnavailable, ModelUnavailable, OSError) as exc:
-                self.failed[row.name] = str(exc)
-                log.error("model %s not loaded: %s", row.name, exc)
 
     async def close(self) -> None:
         """Graceful stop: finish the queued work, snapshot, close the logs."""
@@ -141,72 +120,23 @@ class ModelHub:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def create(self, request: CreateModel) -> LiveModel:
-        _check_monitor(request.training, request.spec)
-        _check_buffer(request.training, request.spec)
-        if request.name in self._models or request.name in self._creating:
+        check_training(request.training, request.spec)
+        if self.models.taken(request.name):
             raise ModelExists(request.name)
         self.storage.check()
-        self._creating.add(request.name)
+        self.models.creating.add(request.name)
+
+        def written() -> LiveModel:
+            with self.storage.writing():
+                return create_model(request, self.assembly)
+
         try:
-            live = await to_thread.run_sync(self._create_written, request)
+            live = await to_thread.run_sync(written)
         finally:
-            self._creating.discard(request.name)
-        self._models[live.name] = live
+            self.models.creating.discard(request.name)
+        self.models.add(live)
         await self.submitter.created(live.name)
         return live
-
-    def _create_written(self, request: CreateModel) -> LiveModel:
-        with self.storage.writing():
-            return self._create(request)
-
-    def _create(self, request: CreateModel) -> LiveModel:
-        new = NewModel(
-            name=request.name, task=request.spec.task, spec=request.spec.model_dump(),
-            optimizer=request.optimizer.model_dump(), training=request.training.model_dump(),
-            seed=request.seed,
-        )  # fmt: skip
-        race = self._new_race(request)
-        if race is None:
-            head = TrainingHead(
-                request.spec, request.optimizer, seed=request.seed, device=self.device
-            )
-        else:
-            assert race.leader.head is not None
-            head = race.leader.head
-        checkpoint = head.checkpoint()
-        written: list[NewVersion] = []
-
-        def first_version(model_id: int) -> NewVersion:
-            written.append(
-                NewVersion(0, 0, {}, "init", None, self.store.write(model_id, checkpoint))
-            )
-            return written[-1]
-
-        try:
-            row, _ = self.registry.create_model(new, first_version)
-        except Exception:
-            for version in written:  # its row never committed
-                self.store.remove(version.file.path)
-            raise
-        served = ServedModel.from_state(
-            head.spec, 1, checkpoint.network, self.device,
-            compiled=self.limits.compile_predict,
-        )  # fmt: skip
-        best = BestVersion(1, head.state(), None)
-        live = self.assembly.live(
-            row, head, served, best, Control(), request.training, 1, 0, race=race
-        )
-        self.executor.snapshot(live, 0)  # the state replay starts from
-        return live
-
-    def _new_race(self, request: CreateModel) -> Race | None:
-        if request.search is None:
-            return None
-        plans = plan_candidates(
-            request.search, spec=request.spec, optimizer=request.optimizer,
-            training=request.training, seed=request.seed,
-        )  # fmt: skip
-        return Race(request.search, [new_candidate(plan, self.device) for plan in plans])
 
     async def candidates(self, name: str) -> list[dict[str, Any]]:
         """A race's candidates as its writer sees them between two batches ([] without one)."""
@@ -228,8 +158,7 @@ class ModelHub:
             ModelLog.remove(self.settings.wal_dir / f"m{live.id}")
 
         await live.pipeline.run(delete)
-        self._models.pop(name, None)
-        self.versions.forget(live.id)
+        self.models.remove(name)
         await self.submitter.deleted(name)
 
     # -- serving --------------------------------------------------------------------------
@@ -297,8 +226,7 @@ class ModelHub:
             # Named as creation names them: the PATCH body is the model's `training` section.
             location = ".".join(["training", *(str(part) for part in first["loc"])])
             raise InvalidInput(f"{location}: {first['msg']}", field=location) from None
-        _check_monitor(training, live.spec)
-        _check_buffer(training, live.spec)
+        check_training(training, live.spec)
         await self._command(name, "training", {"training": training.model_dump()})
         return training
 
@@ -330,82 +258,3 @@ class ModelHub:
         live = self.live(name)
         self.storage.check()
         return await self.submitter.command(live, kind, args or {}, arrays or {})
-
-    # -- scale-out ------------------------------------------------------------------------
-
-    async def take_over(self, name: str, fence: int) -> LiveModel:
-        """Becomes the model's owner: its committed state, fresh from the database."""
-        live = await to_thread.run_sync(self.assembly.restore, self.registry.model(name))
-        live.own(fence)
-        self._models[name] = live
-        return live
-
-    async def discover(self, name: str) -> None:
-        """Loads a model another replica created, if the database has it (else: a 404 later)."""
-        try:
-            row = await to_thread.run_sync(self.registry.model, name)
-        except ModelNotFound:
-            return
-        await self.refresh([row], owned=set(), force={name}, prune=False)
-
-    async def step_down(self, name: str) -> None:
-        """Drops what an owner computed but could not commit: back to the committed state."""
-        rows = {row.name: row for row in await to_thread.run_sync(self.registry.models)}
-        # the models it still owns are not followers: their live state is not reloaded
-        owned = set(self.cluster.owned) - {name} if self.cluster is not None else set()
-        await self.refresh(list(rows.values()), owned=owned, force={name})
-
-    async def refresh(
-        self, rows: Sequence[ModelRow], *, owned: set[str], force: Collection[str] = (),
-        prune: bool = True,
-    ) -> None:  # fmt: skip
-        """Keeps the models this replica does not own in step with the database."""
-        for row in rows:
-            live = self._models.get(row.name)
-            if row.name in owned or row.name in self._creating:
-                continue
-            if live is not None and live.fence is not None and row.name not in force:
-                continue  # an owner's copy (one being taken over, too): never a follower's
-
-            if live is None or row.name in force or _moved(live, row):
-                try:
-                    restored = await to_thread.run_sync(self.assembly.restore, row)
-                except (VersionUnavailable, OSError) as exc:
-                    log.warning("model %s not refreshed: %s", row.name, exc)
-                    continue
-                # a takeover may have installed the owner's copy while this one loaded
-                if self._models.get(row.name) is live:
-                    self._models[row.name] = restored
-        names = {row.name for row in rows} | owned | self._creating
-        for gone in set(self._models) - names if prune else ():
-            self.versions.forget(self._models.pop(gone).id)
-
-
-def _moved(live: LiveModel, row: ModelRow) -> bool:
-    """Whether the owner committed a newer state (or served version) than this copy holds."""
-    if row.snapshot_seq is not None and row.snapshot_seq != live.snapshot_seq:
-        return True
-    return row.served_version != live.status.served_version
-
-
-def _check_monitor(training: TrainingConfig, spec: NetworkSpec) -> None:
-    try:
-        training.check_task(spec.task)
-    except ValueError as exc:
-        raise InvalidInput(str(exc), field="training.monitor") from None
-
-
-# The validation buffer is allocated whole on the device: rows × features is bounded so that a
-# spec cannot ask for tens of gigabytes (a 422, not an allocation failure).
-MAX_BUFFER_VALUES = 50_000_000
-
-
-def _check_buffer(training: TrainingConfig, spec: NetworkSpec) -> None:
-    values = training.buffer_size * (spec.inputs + spec.outputs)
-    if values > MAX_BUFFER_VALUES:
-        most = MAX_BUFFER_VALUES // (spec.inputs + spec.outputs)
-        raise InvalidInput(
-            f"buffer_size {training.buffer_size} × {spec.inputs} features is too large; "
-            f"at most {most} rows for this spec",
-            field="training.buffer_size",
-        )

@@ -9,7 +9,8 @@ from typing import Any
 
 from models.spec import NetworkSpec
 from service.kinds import RecordKind
-from service.learning.learner import LearnReport, OnlineLearner
+from service.learning.control import LearnReport
+from service.learning.learner import OnlineLearner
 from service.learning.ledger import BatchLedger
 from service.learning.status import LearnerStatus, status_of
 from service.runtime.pipeline import Pipeline

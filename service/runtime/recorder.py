@@ -97,11 +97,11 @@ class ModelRecorder:
         self.transitions += 1
         self.durable()
         if self._replaying():
-            existing = self.registry.version_for_seq(self.model_id, seq=self._seq())
+            existing = self.registry.queries.version_for_seq(self.model_id, seq=self._seq())
             if existing is not None:
                 self.ledger.recorded(batch_ids)
                 return existing
-            if self.registry.any_recorded(self.model_id, batch_ids):
+            if self.registry.queries.any_recorded(self.model_id, batch_ids):
                 raise VersionNotWritten(self._seq())
         pointers = replace(pointers, batch_ids=tuple(batch_ids), seq=self.seq)
         file = self.store.write(self.model_id, head.checkpoint({"control": pointers.control}))
@@ -201,7 +201,7 @@ class ModelRecorder:
         return self.seq is not None and self.seq <= self.replay_through
 
     def _already(self, kind: EventKind) -> bool:
-        return self._replaying() and self.registry.event_recorded(
+        return self._replaying() and self.registry.queries.event_recorded(
             self.model_id, seq=self._seq(), kind=kind
         )
 

@@ -56,7 +56,7 @@ def check(
 ) -> Report:
     report = Report()
     referenced: set[str] = set()
-    for name, row in registry.stored_versions():
+    for name, row in registry.queries.stored_versions():
         if row.status == "archived":
             continue  # retention deleted its file: a file still there is an orphan
         referenced.add(row.weights_path)  # a corrupt file is kept, as evidence
@@ -69,7 +69,7 @@ def check(
                 registry.mark_version(row.id, problem)
             finding = Finding(problem, row.weights_path, name, row.number, repaired=repair)
             report.findings.append(finding)
-    known = {f"m{model_id}" for model_id in registry.model_ids()}
+    known = {f"m{model_id}" for model_id in registry.queries.model_ids()}
     cutoff = time.time() - grace_s
     for found in _orphans(store, referenced, known, report):
         if grace_s and found.modified > cutoff:

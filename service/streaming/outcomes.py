@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from service.errors import GradualError, QueueFull, Unavailable
-from service.learning.learner import LearnReport
+from service.learning.control import LearnReport
 from service.runtime.live import Trained
 
 EARLY_KEPT = 4096

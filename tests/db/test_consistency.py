@@ -36,7 +36,7 @@ def written(settings: Settings) -> tuple[list[float], dict[int, str], WeightStor
             checkpoint(client, "m")
         served = predicted(client, "m", PROBE)
         hub = client.app.state.hub  # type: ignore[attr-defined]
-        versions = hub.registry.versions(hub.registry.model("m").id)
+        versions = hub.registry.queries.versions(hub.registry.model("m").id)
         files = {row.number: row.weights_path for row in versions}
     return served, files, hub.store
 

@@ -67,7 +67,7 @@ def test_an_owner_whose_generation_was_taken_commits_nothing(
         registry.commit_snapshot(
             model_id, file=new_version("s").file, seq=3, applied_through="1-0", fence=1
         )
-    assert [v.number for v in registry.versions(model_id)] == [1]
+    assert [v.number for v in registry.queries.versions(model_id)] == [1]
     assert registry.model("m").snapshot_path is None
 
 

@@ -62,7 +62,7 @@ def test_served_versions_and_the_validation_buffer_live_on_the_device(on_device:
     assert client.post("/v1/models", json=body).status_code == 201
     fit(client, "m", labelled(64, seed=1))
     learner = hub_of(client).live("m").learner
-    served = {p.device.type for p in learner.served.network.parameters()}
+    served = {p.device.type for p in learner.versions.served.network.parameters()}
     assert served == {DEVICE.type}
     assert {t.device.type for t in learner.buffer.tensors()} == {DEVICE.type}
 

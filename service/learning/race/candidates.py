@@ -25,6 +25,7 @@ from service.learning.evaluation import Metrics
 from service.learning.head import TrainingHead
 from service.learning.race.plan import CandidatePlan, SearchConfig
 from service.learning.replay import SEED_OFFSET, ReplayBuffer
+from service.learning.training_config import TrainingConfig
 
 CandidateState = Literal["live", "retired"]
 MAX_HISTORY = 1000  # rounds kept per candidate (the oldest go first; snapshots hold them)
@@ -78,6 +79,10 @@ class Race:
         return [c for c in self.live() if c.index != self.leader_index]
 
     # -- the stream -----------------------------------------------------------------------
+
+    def follows(self, training: TrainingConfig) -> TrainingConfig:
+        """The training section the head's steps follow: the leader's own batch size."""
+        return training.model_copy(update={"batch_size": self.leader.plan.batch_size})
 
     def train(self, replay: ReplayBuffer, fitter: Fitter, step: int) -> list[Candidate]:
         """Trains every live follower on the leader's rows; one whose batch is refused (it

@@ -1,64 +1,78 @@
-"""How a learner runs its race: followers train after the leader, rounds score them all on the
-same validation rows, and each budget period ends with a halving that may hand the head (and,
-through gated promotion, the served version) to a better candidate."""
+"""A race's part of each batch and round, as decisions the learner applies: followers train
+after the leader, rounds score them all on the same validation rows, and each budget period
+ends with a halving that may hand the head (and, through gated promotion, the served version)
+to a better candidate."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from service.learning.evaluation import Metrics, evaluate
+from service.learning.evaluation import Metrics
 from service.learning.head import TrainingHead
-from service.learning.race.candidates import Race
+from service.learning.race.candidates import Candidate, Race, Scorer
 from service.learning.race.plan import CandidatePlan
 from service.learning.replay import ReplayBuffer
-from service.learning.schedule import learning_rate
-from service.learning.trainer import fit
-
-if TYPE_CHECKING:
-    from service.learning.learner import OnlineLearner
+from service.learning.schedule import Plateau, learning_rate
+from service.learning.trainer import Limits, fit
+from service.learning.training_config import TrainingConfig
 
 
-def train_followers(learner: OnlineLearner, race: Race, x: torch.Tensor, y: torch.Tensor) -> None:
-    """The leader's training rows, for every other live candidate (before they join replay)."""
+@dataclass(frozen=True)
+class Halving:
+    """The end of a budget period: the candidates best first, and those to retire."""
+
+    ranking: list[Candidate]
+    losers: list[Candidate]
+
+    @property
+    def leader(self) -> Candidate:
+        return self.ranking[0]
+
+
+def train_followers(
+    race: Race, x: torch.Tensor, y: torch.Tensor, *, replay: ReplayBuffer,
+    training: TrainingConfig, plateau: Plateau, limits: Limits, step: int,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The leader's training rows, for every other live candidate (before they join replay);
+    returns the candidates retired because they refused the batch."""
+    schedule = training.schedule()
 
     def fitter(head: TrainingHead, plan: CandidatePlan, replay: ReplayBuffer) -> None:
-        schedule, plateau = learner.training.schedule(), learner.control.plateau
-        training = learner.training.model_copy(update={"batch_size": plan.batch_size})
         fit(
-            head, x, y, training=training,
-            optimizer=plan.optimizer, limits=learner.limits, replay=replay,
+            head, x, y, training=training.model_copy(update={"batch_size": plan.batch_size}),
+            optimizer=plan.optimizer, limits=limits, replay=replay,
             lr=lambda step: learning_rate(schedule, plan.optimizer.lr, step=step, plateau=plateau),
         )  # fmt: skip
 
-    refused = race.train(learner.replay, fitter, learner.head.step)
-    if refused:
-        data = {"step": learner.head.step, "retired": [_retired(c) for c in refused]}
-        learner.recorder.event("race_retired", learner.head_version, data)
+    return [retired(c) for c in race.train(replay, fitter, step)]
 
 
-def race_round(learner: OnlineLearner, race: Race, leader: Metrics) -> None:
-    x, y = learner.buffer.tensors()
-    race.record_round(leader, lambda net, spec: evaluate(net, spec, x, y), learner.head.step)
+def score_round(
+    race: Race, leader: Metrics, scorer: Scorer, *, step: int, training: TrainingConfig
+) -> Halving | None:
+    """Records the round's scores of every candidate; a halving when one is due."""
+    race.record_round(leader, scorer, step)
     if not race.halving_due():
-        return
-    metric, mode = learner.training.metric, learner.training.resolved_mode
-    ranking = race.ranking(metric, mode)
-    losers = race.losers(ranking)
-    if ranking[0].index != race.leader_index:
-        learner.switch_leader(ranking[0])
-    for candidate in losers:
+        return None
+    ranking = race.ranking(training.metric, training.resolved_mode)
+    return Halving(ranking, race.losers(ranking))
+
+
+def retire_losers(race: Race, halving: Halving, *, step: int, metric: str) -> dict[str, Any]:
+    """Retires the halving's losers; returns the `race_halved` event's data."""
+    for candidate in halving.losers:
         score = candidate.score(metric)
         shown = "none" if score is None else f"{score:.4g}"
-        race.retire(candidate, step=learner.head.step, reason=f"halving: val_{metric} {shown}")
-    data = {
-        "step": learner.head.step, "round": race.rounds, "leader": race.leader_index,
-        "ranking": [{"index": c.index, f"val_{metric}": c.score(metric)} for c in ranking],
-        "retired": [_retired(c) for c in losers],
+        race.retire(candidate, step=step, reason=f"halving: val_{metric} {shown}")
+    return {
+        "step": step, "round": race.rounds, "leader": race.leader_index,
+        "ranking": [{"index": c.index, f"val_{metric}": c.score(metric)} for c in halving.ranking],
+        "retired": [retired(c) for c in halving.losers],
     }  # fmt: skip
-    learner.recorder.event("race_halved", learner.head_version, data)
 
 
-def _retired(candidate: Any) -> dict[str, Any]:
+def retired(candidate: Candidate) -> dict[str, Any]:
     return {"index": candidate.index, **(candidate.retired_at or {})}

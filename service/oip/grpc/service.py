@@ -99,7 +99,7 @@ class InferenceService:
     async def _discover(self, name: str) -> None:
         """With several replicas, a model created on another one may not be here yet."""
         if self.hub.cluster is not None and not self.hub.has(name):
-            await self.hub.discover(name)
+            await self.hub.models.discover(name)
 
 
 def handler(service: InferenceService, settings: Settings) -> grpc.GenericRpcHandler:
