@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from service.cli.errors import (
-    EXIT_CODES_HELP,
-    DataFileError,
-    ExitCode,
-    ReportingGroup,
-    Unreachable,
-)
+from service.cli.errors import EXIT_CODES_HELP, ExitCode, ReportingGroup
+from service.cli.learning import fit, predict
+from service.cli.models import create, models
+from service.cli.versions import promote, rollback, versions
 
 if TYPE_CHECKING:
-    from service.client import GradualClient
     from service.config import Settings
 
 # Startup time is the user's: the commands that talk to a running service import only the
@@ -181,157 +175,11 @@ def _usage_error(message: str) -> None:
     raise typer.Exit(ExitCode.USAGE)
 
 
-# -- talking to a running service ---------------------------------------------------------
+# -- talking to a running service: models.py, learning.py and versions.py hold the commands,
+# remote.py the options they share; registered in the order `gradual --help` lists them ------
 
-Url = Annotated[str, typer.Option(envvar="GRADUAL_URL", help="The service's base URL.")]
-Token = Annotated[str | None, typer.Option(envvar="GRADUAL_TOKEN", help="Bearer token.")]
-DEFAULT_URL = "http://127.0.0.1:8000"
-
-
-@contextmanager
-def _client(url: str, token: str | None) -> Iterator[GradualClient]:
-    """A client that gives up on an unreachable service after one quick retry."""
-    from service.client import GradualClient, GradualConnectionError, RetryPolicy
-
-    try:
-        with GradualClient(url, token=token, retry=RetryPolicy(attempts=2)) as client:
-            yield client
-    except GradualConnectionError as error:
-        raise Unreachable(url, error.message) from error
-
-
-@app.command()
-def models(url: Url = DEFAULT_URL, token: Token = None) -> None:
-    """List the models."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("name", "task", "state", "step", "samples", "served", "head", "best")
-    with _client(url, token) as client:
-        for m in client.list():
-            best = f"{m.best_metric:.4f}" if m.best_metric is not None else "-"
-            table.add_row(
-                m.name, m.task, m.state, str(m.step), str(m.samples_seen),
-                f"v{m.served_version}", f"v{m.head_version}", best,
-            )  # fmt: skip
-    Console().print(table)
-
-
-@app.command()
-def create(
-    name: str,
-    task: Annotated[str, typer.Option(help="classification | binary | regression")],
-    inputs: Annotated[int, typer.Option(help="Features per row.")],
-    outputs: Annotated[int, typer.Option(help="Classes, 1 for binary, or targets.")],
-    hidden: Annotated[str, typer.Option(help="Neurons per hidden layer, e.g. 64,64.")] = "64",
-    activation: str = "relu",
-    dropout: float = 0.0,
-    optimizer: str = "adam",
-    lr: Annotated[
-        float | None, typer.Option(help="Learning rate; default: the service's (see README).")
-    ] = None,
-    batch_size: int = 64,
-    seed: int = 0,
-    url: Url = DEFAULT_URL,
-    token: Token = None,
-) -> None:
-    """Create a model from spec options."""
-    try:
-        layers = [int(width) for width in hidden.split(",") if width.strip()]
-    except ValueError:
-        hint = "widths separated by commas, e.g. 64,64"
-        raise typer.BadParameter(hint, param_hint="--hidden") from None
-    spec = {
-        "task": task, "inputs": inputs, "outputs": outputs, "hidden": layers,
-        "activation": activation, "dropout": dropout,
-    }  # fmt: skip
-    with _client(url, token) as client:
-        model = client.create(
-            name, spec, optimizer={"name": optimizer} | ({} if lr is None else {"lr": lr}),
-            training={"batch_size": batch_size}, seed=seed,
-        )  # fmt: skip
-    typer.echo(f"created {model.name}: v{model.served_version} on {model.device}")
-
-
-@app.command()
-def fit(
-    name: str,
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
-    target: Annotated[str, typer.Option(help="The target column (CSV, Parquet).")] = "target",
-    batch_size: int = 256,
-    url: Url = DEFAULT_URL,
-    token: Token = None,
-) -> None:
-    """Stream a CSV, NDJSON or Parquet file into a model, with a progress bar.
-
-    Batch ids are the file's name and offset, so running it again never trains twice; the
-    last line counts the batches trained, already applied (duplicate) and refused."""
-    from service.cli.fit import fit_file
-
-    with _client(url, token) as client:
-        tally = fit_file(client, name, file, batch_size=batch_size, target=target)
-        model = client.get(name)
-    typer.echo(
-        f"{tally.summary()}; step {model.step}, {model.state}, serving v{model.served_version}"
-    )
-
-
-@app.command()
-def predict(
-    name: str,
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
-    version: int | None = None,
-    url: Url = DEFAULT_URL,
-    token: Token = None,
-) -> None:
-    """Predict every row of a CSV, NDJSON or Parquet file (no target column); one per line."""
-    with _client(url, token) as client:
-        for x in _unlabelled_batches(file):
-            for label in client.predict(name, x, version=version).tolist():
-                typer.echo(label)
-
-
-def _unlabelled_batches(path: Path) -> Iterator[object]:
-    from service.cli import datafiles
-
-    try:
-        for x, _ in datafiles.batches(path, size=1024, target=None):
-            yield x
-    except (ValueError, KeyError, IndexError) as exc:
-        raise DataFileError(f"{path.name}: {exc}") from exc
-
-
-@app.command()
-def versions(name: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
-    """A model's versions."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("version", "step", "samples", "metrics", "reason", "status", "served")
-    with _client(url, token) as client:
-        for v in client.versions(name):
-            metrics = ", ".join(f"{k} {val:.4g}" for k, val in v.metrics.items())
-            table.add_row(
-                str(v.version), str(v.step), str(v.samples_seen), metrics, v.reason, v.status,
-                "●" if v.served else "",
-            )  # fmt: skip
-    Console().print(table)
-
-
-@app.command()
-def rollback(name: str, version: int, url: Url = DEFAULT_URL, token: Token = None) -> None:
-    """Serve a version and reset the training head to it."""
-    with _client(url, token) as client:
-        client.rollback(name, version)
-    typer.echo(f"{name}: serving v{version}; the head restarts from it")
-
-
-@app.command()
-def promote(name: str, version: int, url: Url = DEFAULT_URL, token: Token = None) -> None:
-    """Serve a version; the training head carries on."""
-    with _client(url, token) as client:
-        client.promote(name, version)
-    typer.echo(f"{name}: serving v{version}")
+for command in (models, create, fit, predict, versions, rollback, promote):
+    app.command()(command)
 
 
 @app.command()

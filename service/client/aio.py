@@ -1,17 +1,13 @@
-"""The asyncio (or trio) client: the same methods as `GradualClient`, awaited."""
+"""The asyncio (or trio) client: the same methods as `GradualClient`, awaited, in the same
+three groups over one transport."""
 
 from __future__ import annotations
 
 import builtins
 from collections.abc import AsyncIterable, Iterable, Mapping
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
-
-import anyio
-import httpx
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from service.client import calls, streaming
-from service.client.calls import Call
 from service.client.results import (
     Event,
     FitResult,
@@ -22,51 +18,16 @@ from service.client.results import (
     Version,
     probabilities_of,
 )
-from service.client.retry import Outcome, RetryPolicy, Tally, wait_before_retry
+from service.client.retry import Tally
 from service.client.streaming import Batch, next_id, record, with_last_async
-from service.client.sync import DEFAULT_URL, default_tls
+from service.client.transport import AsyncTransport
 
 if TYPE_CHECKING:
     import numpy as np
 
-T = TypeVar("T")
 
-
-class AsyncGradualClient:
-    """A typed async client for a Gradual service; see `GradualClient` for the arguments.
-
-    Example (against a running service)::
-
-        async with AsyncGradualClient("http://127.0.0.1:8000") as gradual:
-            report = await gradual.stream("iris", batches)
-    """
-
-    def __init__(
-        self, base_url: str | None = None, *, token: str | None = None, timeout: float = 30.0,
-        retry: RetryPolicy | None = None, http: httpx.AsyncClient | None = None,
-    ) -> None:  # fmt: skip
-        self.token = token
-        self.retry = retry or RetryPolicy()
-        self._owned = http is None
-        self._http = http or httpx.AsyncClient(
-            base_url=base_url or DEFAULT_URL, timeout=timeout, verify=default_tls()
-        )
-        self._prefix = (base_url or "").rstrip("/") if http is not None else ""
-
-    async def __aenter__(self) -> AsyncGradualClient:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:  # fmt: skip
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        if self._owned:
-            await self._http.aclose()
-
-    # -- models ---------------------------------------------------------------------------
+class AsyncModels(AsyncTransport):
+    """Creating, reading, listing and deleting models."""
 
     async def create(
         self, name: str, spec: Mapping[str, Any], optimizer: Mapping[str, Any] | None = None,
@@ -83,7 +44,9 @@ class AsyncGradualClient:
     async def delete(self, name: str) -> None:
         await self._send(calls.delete(name))
 
-    # -- learning and serving -------------------------------------------------------------
+
+class AsyncLearning(AsyncTransport):
+    """Training on batches, streams of batches, and predicting."""
 
     @overload
     async def partial_fit(
@@ -128,7 +91,9 @@ class AsyncGradualClient:
         report.throttled, report.reconnects = tally.throttled, tally.reconnects
         return report
 
-    # -- versions and history -------------------------------------------------------------
+
+class AsyncVersions(AsyncTransport):
+    """A model's versions, the pointers that serve them, and its history."""
 
     async def versions(self, name: str) -> builtins.list[Version]:
         return await self._send(calls.versions(name))
@@ -148,27 +113,12 @@ class AsyncGradualClient:
     async def events(self, name: str, since: int = 0) -> builtins.list[Event]:
         return await self._send(calls.events(name, since))
 
-    # -- transport ------------------------------------------------------------------------
 
-    async def _send(self, call: Call[T], tally: Tally | None = None) -> T:
-        tally = tally or Tally()
-        attempt = 0
-        while True:
-            outcome = await self._attempt(call)
-            wait = wait_before_retry(
-                outcome, attempt=attempt, idempotent=call.idempotent, policy=self.retry,
-                tally=tally,
-            )  # fmt: skip
-            if wait is None:
-                return call.settle(outcome)
-            await anyio.sleep(wait)
-            attempt += 1
+class AsyncGradualClient(AsyncModels, AsyncLearning, AsyncVersions):
+    """A typed async client for a Gradual service; see `GradualClient` for the arguments.
 
-    async def _attempt(self, call: Call[Any]) -> Outcome:
-        try:
-            return await self._http.request(
-                call.method, self._prefix + call.path, content=call.content,
-                params=dict(call.params), headers=call.headers(self.token),
-            )  # fmt: skip
-        except httpx.TransportError as exc:
-            return exc
+    Example (against a running service)::
+
+        async with AsyncGradualClient("http://127.0.0.1:8000") as gradual:
+            report = await gradual.stream("iris", batches)
+    """

@@ -9,7 +9,7 @@ and partial-fit batches with a batch id, which the service applies at most once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -61,6 +61,25 @@ def wait_before_retry(
         return None
     tally.reconnects += 1
     return min(policy.backoff * 2.0**attempt, policy.max_wait)
+
+
+@dataclass
+class Attempts:
+    """One request's tries, for the sending loop of either client: after each outcome, the
+    seconds to wait before the next try, or None when the outcome is final."""
+
+    policy: RetryPolicy
+    idempotent: bool
+    tally: Tally = field(default_factory=Tally)
+    made: int = 0
+
+    def wait_after(self, outcome: Outcome) -> float | None:
+        wait = wait_before_retry(
+            outcome, attempt=self.made, idempotent=self.idempotent, policy=self.policy,
+            tally=self.tally,
+        )  # fmt: skip
+        self.made += 1
+        return wait
 
 
 def retry_after_seconds(header: str | None) -> float | None:

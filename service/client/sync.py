@@ -1,19 +1,12 @@
-"""The blocking client."""
+"""The blocking client: `GradualClient`, its endpoints in three groups over one transport."""
 
 from __future__ import annotations
 
 import builtins
-import functools
-import ssl
-import time
 from collections.abc import Iterable, Mapping
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
-
-import httpx
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from service.client import calls, streaming
-from service.client.calls import Call
 from service.client.results import (
     Event,
     FitResult,
@@ -24,70 +17,16 @@ from service.client.results import (
     Version,
     probabilities_of,
 )
-from service.client.retry import Outcome, RetryPolicy, Tally, wait_before_retry
+from service.client.retry import Tally
 from service.client.streaming import Batch, next_id, record, with_last
+from service.client.transport import Transport
 
 if TYPE_CHECKING:
     import numpy as np
 
-T = TypeVar("T")
-DEFAULT_URL = "http://127.0.0.1:8000"
 
-
-@functools.cache
-def default_tls() -> ssl.SSLContext:
-    """httpx's default TLS context, made once: loading the CA bundle takes tens of
-    milliseconds, too much for short-lived clients (the scikit-learn estimators make one per
-    operation)."""
-    return httpx.create_ssl_context()
-
-
-class GradualClient:
-    """A typed client for a Gradual service.
-
-    `http` is an `httpx.Client` to send through instead of building one (its own base URL
-    applies unless `base_url` is given; it is left open by `close`). `token` goes out as
-    `Authorization: Bearer`. Errors raise `GradualClientError`.
-
-    Example (against a running service)::
-
-        with GradualClient("http://127.0.0.1:8000") as gradual:
-            gradual.create("iris", {"task": "classification", "inputs": 4, "outputs": 3})
-            gradual.partial_fit("iris", X, y)
-            labels = gradual.predict("iris", X)
-    """
-
-    def __init__(
-        self, base_url: str | None = None, *, token: str | None = None, timeout: float = 30.0,
-        retry: RetryPolicy | None = None, http: httpx.Client | None = None,
-    ) -> None:  # fmt: skip
-        self.token = token
-        self.retry = retry or RetryPolicy()
-        self._owned = http is None
-        self._http = http or httpx.Client(
-            base_url=base_url or DEFAULT_URL, timeout=timeout, verify=default_tls()
-        )
-        self._prefix = (base_url or "").rstrip("/") if http is not None else ""
-
-    def __enter__(self) -> GradualClient:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:  # fmt: skip
-        self.close()
-
-    def close(self) -> None:
-        if self._owned:
-            self._http.close()
-
-    def __deepcopy__(self, memo: dict[int, object]) -> GradualClient:
-        """A client is a handle on a service, not data: copies share it (as scikit-learn's
-        `clone` does with an estimator's parameters)."""
-        return self
-
-    # -- models ---------------------------------------------------------------------------
+class Models(Transport):
+    """Creating, reading, listing and deleting models."""
 
     def create(
         self, name: str, spec: Mapping[str, Any], optimizer: Mapping[str, Any] | None = None,
@@ -104,7 +43,9 @@ class GradualClient:
     def delete(self, name: str) -> None:
         self._send(calls.delete(name))
 
-    # -- learning and serving -------------------------------------------------------------
+
+class Learning(Transport):
+    """Training on batches, streams of batches, and predicting."""
 
     @overload
     def partial_fit(
@@ -157,7 +98,9 @@ class GradualClient:
         report.throttled, report.reconnects = tally.throttled, tally.reconnects
         return report
 
-    # -- versions and history -------------------------------------------------------------
+
+class Versions(Transport):
+    """A model's versions, the pointers that serve them, and its history."""
 
     def versions(self, name: str) -> builtins.list[Version]:
         return self._send(calls.versions(name))
@@ -180,27 +123,23 @@ class GradualClient:
     def events(self, name: str, since: int = 0) -> builtins.list[Event]:
         return self._send(calls.events(name, since))
 
-    # -- transport ------------------------------------------------------------------------
 
-    def _send(self, call: Call[T], tally: Tally | None = None) -> T:
-        tally = tally or Tally()
-        attempt = 0
-        while True:
-            outcome = self._attempt(call)
-            wait = wait_before_retry(
-                outcome, attempt=attempt, idempotent=call.idempotent, policy=self.retry,
-                tally=tally,
-            )  # fmt: skip
-            if wait is None:
-                return call.settle(outcome)
-            time.sleep(wait)
-            attempt += 1
+class GradualClient(Models, Learning, Versions):
+    """A typed client for a Gradual service.
 
-    def _attempt(self, call: Call[Any]) -> Outcome:
-        try:
-            return self._http.request(
-                call.method, self._prefix + call.path, content=call.content,
-                params=dict(call.params), headers=call.headers(self.token),
-            )  # fmt: skip
-        except httpx.TransportError as exc:
-            return exc
+    `http` is an `httpx.Client` to send through instead of building one (its own base URL
+    applies unless `base_url` is given; it is left open by `close`). `token` goes out as
+    `Authorization: Bearer`. Errors raise `GradualClientError`.
+
+    Example (against a running service)::
+
+        with GradualClient("http://127.0.0.1:8000") as gradual:
+            gradual.create("iris", {"task": "classification", "inputs": 4, "outputs": 3})
+            gradual.partial_fit("iris", X, y)
+            labels = gradual.predict("iris", X)
+    """
+
+    def __deepcopy__(self, memo: dict[int, object]) -> GradualClient:
+        """A client is a handle on a service, not data: copies share it (as scikit-learn's
+        `clone` does with an estimator's parameters)."""
+        return self

@@ -1,24 +1,5 @@
-"""scikit-learn estimators backed by a Gradual service: `GradualClassifier`, `GradualRegressor`.
-
-`fit` creates a fresh model on the service (deleting the one this estimator made before) and
-streams the data to it for `epochs` shuffled passes; `partial_fit` creates it on the first call
-and streams one pass per call. Afterwards the training head is checkpointed and served, so
-`predict` answers with exactly what was trained. By default every row trains (`holdout` 0),
-like `MLPClassifier` without early stopping; pass `training={"holdout": 0.1, "promote":
-"best"}` to let the service hold rows out, stop early and serve its best version instead.
-
-Class labels of any type map to class ids `0..k-1` (`classes_`) and back. The estimators work
-in a `Pipeline` and in `cross_val_score`: each clone fits its own uniquely named model (unless
-`model_name` is fixed, which suits one estimator, not clones).
-
-A model the estimator named itself (`sklearn-<random>`) is temporary: it is deleted from the
-service by `close()`, at the end of a `with` block, or when the estimator is garbage-collected
-(or the interpreter exits), so `cross_val_score` leaves nothing behind. A model with a fixed
-`model_name` stays on the service; `delete_model()` removes either kind.
-
-    with GradualClassifier("http://127.0.0.1:8000") as model:
-        model.fit(X_train, y_train).score(X_test, y_test)
-"""
+"""What the classifier and the regressor share: a model on the service that the estimator
+creates, trains by streaming, serves from, and (when it named it) deletes."""
 
 # scikit-learn names the data `X`; its estimators' signatures are kept here.
 # ruff: noqa: N803, N806
@@ -30,19 +11,15 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from service.client import GradualClient, GradualClientError, RetryPolicy
-from service.extras import require
-
-require("sklearn", extra="sklearn", purpose="the scikit-learn estimators")
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin  # noqa: E402
-from sklearn.utils.multiclass import check_classification_targets  # noqa: E402
-from sklearn.utils.validation import check_is_fitted, validate_data  # noqa: E402
+from service.client.closing import Closing
 
 MAX_REQUEST_ROWS = 8192
 MAX_REQUEST_BYTES = 8 * 1024 * 1024  # well under the service's default body limit (64 MiB)
@@ -85,7 +62,9 @@ def _delete_quietly(service: _Service, name: str) -> None:
         pass
 
 
-class _GradualEstimator(BaseEstimator):  # type: ignore[misc]
+class GradualEstimator(Closing, BaseEstimator):  # type: ignore[misc]
+    """The base of `GradualClassifier` and `GradualRegressor`; its parameters are theirs."""
+
     _task = "regression"
     model_name_: str
     _finalizer: weakref.finalize[[_Service, str], Any]
@@ -97,6 +76,8 @@ class _GradualEstimator(BaseEstimator):  # type: ignore[misc]
         seed: int = 0, training: Mapping[str, Any] | None = None, token: str | None = None,
         client: GradualClient | httpx.Client | None = None,
     ) -> None:  # fmt: skip
+        """Stores the parameters as given, as scikit-learn's `get_params` and `clone` expect;
+        they are checked when fitting."""
         self.base_url = base_url
         self.model_name = model_name
         self.hidden = hidden
@@ -124,15 +105,6 @@ class _GradualEstimator(BaseEstimator):  # type: ignore[misc]
         return _Service(self.base_url, self.token, self.client)
 
     # -- the temporary model's lifetime ---------------------------------------------------
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:  # fmt: skip
-        self.close()
 
     def close(self) -> None:
         """Deletes the temporary model this estimator fitted (a fixed `model_name` is kept);
@@ -218,117 +190,4 @@ class _GradualEstimator(BaseEstimator):  # type: ignore[misc]
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
-        return tags
-
-
-class GradualClassifier(ClassifierMixin, _GradualEstimator):  # type: ignore[misc]
-    """A neural-network classifier trained and served by a Gradual service.
-
-    Parameters are the network (`hidden` widths, `activation`, `dropout`), the optimizer
-    (`optimizer` name, `lr`: None for the service's default), the mini-batch size, `epochs`
-    (passes over the data in `fit`), `seed`, extra `training` fields for the service, and
-    where the service is: `base_url` and `token`, or a `client` (a `GradualClient`, or an
-    `httpx.Client` — which cannot be cloned, so prefer a `GradualClient` inside
-    `cross_val_score`).
-    """
-
-    _task = "classification"
-    classes_: np.ndarray
-
-    def fit(self, X: Any, y: Any) -> Self:
-        X, y = validate_data(self, X, y, dtype=np.float32)
-        check_classification_targets(y)
-        self.classes_, ids = np.unique(y, return_inverse=True)
-        if self.classes_.shape[0] < 2:
-            raise ValueError("Classifier can't train when only one class is present.")
-        self._create(X.shape[1], self.classes_.shape[0])
-        self._learn(self._passes(X, ids, epochs=self.epochs, shuffle=True))
-        return self
-
-    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> Self:
-        """One pass over `X`; the first call needs every class in `classes`."""
-        first = not hasattr(self, "model_name_")
-        if first and classes is None:
-            raise ValueError("classes must be passed on the first call to partial_fit.")
-        if (
-            classes is not None
-            and not first
-            and not np.array_equal(np.unique(classes), self.classes_)
-        ):
-            raise ValueError(f"classes={classes!r} is not the same as on the first call")
-        X, y = validate_data(self, X, y, dtype=np.float32, reset=first)
-        check_classification_targets(y)
-        if first:
-            self.classes_ = np.unique(classes)
-            if self.classes_.shape[0] < 2:
-                raise ValueError("Classifier can't train when only one class is present.")
-            self._create(X.shape[1], self.classes_.shape[0])
-        self._learn(self._passes(X, self._class_ids(y)))
-        return self
-
-    def predict(self, X: Any) -> np.ndarray:
-        ids = self._outputs(X).astype(np.int64)
-        labels: np.ndarray = self.classes_[ids]
-        return labels
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Probabilities per class, columns in the order of `classes_`."""
-        check_is_fitted(self, "model_name_")
-        X = validate_data(self, X, reset=False, dtype=np.float32)
-        with self._gradual() as gradual:
-            return gradual.predict_proba(self.model_name_, X)
-
-    def predict_log_proba(self, X: Any) -> np.ndarray:
-        with np.errstate(divide="ignore"):
-            logs: np.ndarray = np.log(self.predict_proba(X))
-        return logs
-
-    def _class_ids(self, y: np.ndarray) -> np.ndarray:
-        ids = np.searchsorted(self.classes_, y).clip(0, self.classes_.shape[0] - 1)
-        unknown = self.classes_[ids] != y
-        if unknown.any():
-            raise ValueError(f"y contains labels not in classes_: {np.unique(y[unknown])!r}")
-        return ids
-
-
-class GradualRegressor(RegressorMixin, _GradualEstimator):  # type: ignore[misc]
-    """A neural-network regressor trained and served by a Gradual service (one output per
-    target column); the parameters are those of `GradualClassifier`."""
-
-    _task = "regression"
-    n_outputs_: int
-    _column_targets: bool
-
-    def fit(self, X: Any, y: Any) -> Self:
-        X, y = validate_data(self, X, y, dtype=np.float32, y_numeric=True, multi_output=True)
-        self._targets_shape(y, first=True)
-        self._create(X.shape[1], self.n_outputs_)
-        self._learn(self._passes(X, y.astype(np.float32), epochs=self.epochs, shuffle=True))
-        return self
-
-    def partial_fit(self, X: Any, y: Any) -> Self:
-        first = not hasattr(self, "model_name_")
-        X, y = validate_data(
-            self, X, y, dtype=np.float32, y_numeric=True, multi_output=True, reset=first
-        )
-        self._targets_shape(y, first=first)
-        if first:
-            self._create(X.shape[1], self.n_outputs_)
-        self._learn(self._passes(X, y.astype(np.float32)))
-        return self
-
-    def predict(self, X: Any) -> np.ndarray:
-        values = self._outputs(X).astype(np.float64)
-        return values.reshape(-1, self.n_outputs_) if self._column_targets else values
-
-    def _targets_shape(self, y: np.ndarray, *, first: bool) -> None:
-        outputs = 1 if y.ndim == 1 else y.shape[1]
-        if not first and outputs != self.n_outputs_:
-            raise ValueError(f"y has {outputs} targets per row; the model has {self.n_outputs_}")
-        self.n_outputs_ = outputs
-        self._column_targets = y.ndim == 2
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
         return tags
