@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +38,20 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if S3_ENDPOINT:
         yield S3_ENDPOINT
         return
-    port = free_port()
-    log = tmp_path_factory.mktemp("s3") / "moto.log"
+    with s3_emulator("127.0.0.1", tmp_path_factory.mktemp("s3") / "moto.log") as endpoint:
+        yield endpoint
+
+
+@contextmanager
+def s3_emulator(host: str, log: Path) -> Iterator[str]:
+    """moto's standalone S3 server listening on `host`, stopped afterwards: its endpoint."""
+    port = free_port(host)
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"http://{host}:{port}"
     try:
         _wait_for(endpoint, process, log)
         yield endpoint
@@ -65,6 +72,13 @@ def _wait_for(endpoint: str, process: subprocess.Popen[bytes], log: Path) -> Non
     pytest.fail(f"the S3 emulator exited at start; see {log}")
 
 
+def new_bucket(endpoint: str) -> str:
+    """A bucket of its own on the S3 server at `endpoint`: its name."""
+    name = f"gradual-{uuid.uuid4().hex[:12]}"
+    assert httpx.put(f"{endpoint}/{name}").status_code == 200
+    return name
+
+
 @pytest.fixture
 def store_kind() -> str:
     return "folder"
@@ -76,8 +90,7 @@ def store_settings(request: pytest.FixtureRequest, store_kind: str) -> dict[str,
     if store_kind == "folder":
         return {}
     endpoint: str = request.getfixturevalue("s3_endpoint")
-    bucket = f"gradual-{uuid.uuid4().hex[:12]}"
-    assert httpx.put(f"{endpoint}/{bucket}").status_code == 200
+    bucket = new_bucket(endpoint)
     return {"weights_url": f"s3://{bucket}/weights", "s3_endpoint": endpoint} | CREDENTIALS
 
 
