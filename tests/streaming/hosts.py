@@ -28,7 +28,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,33 +37,39 @@ import redis
 
 from scripts.local_stack import nginx_config
 from tests.live_server import free_port
+from tests.stores import new_bucket, s3_emulator
+from tests.streaming.replicas import Replica
 
-TOOLS = ("ip", "unshare", "nginx", "redis-server")
+PACKAGES = {"ip": "iproute2", "unshare": "util-linux", "nginx": "nginx-light",
+            "redis-server": "redis-server", "bash": "bash"}  # fmt: skip
+SEARCH = f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"  # ip and nginx live in sbin
 POSTGRES_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+
+
+def tool(name: str) -> str:
+    return shutil.which(name, path=SEARCH) or name
 
 
 def unsupported() -> str | None:
     """Why separate hosts cannot be built here (not root, a tool missing, no namespaces)."""
     if os.geteuid() != 0:
         return "separate hosts need root (ip netns add, mount)"
-    missing = [tool for tool in TOOLS if not shutil.which(tool, path=_PATH)]
+    missing = [f"{name} ({package})" for name, package in PACKAGES.items()
+               if not shutil.which(name, path=SEARCH)]  # fmt: skip
     if not POSTGRES_BIN:
-        missing.append("/usr/lib/postgresql/*/bin/postgres")
+        missing.append("/usr/lib/postgresql/*/bin/postgres (postgresql)")
     if missing:
-        return f"{', '.join(missing)} not installed (apt-get install iproute2 nginx-light ...)"
+        return f"not installed: {', '.join(missing)}"
     probe = f"gradual-probe-{uuid.uuid4().hex[:8]}"
-    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    made = subprocess.run([tool("ip"), "netns", "add", probe], capture_output=True, text=True)
     if made.returncode != 0:
         return f"no network namespaces here (ip netns add: {made.stderr.strip()})"
-    subprocess.run(["ip", "netns", "del", probe], check=True)
+    ip("netns", "del", probe)
     return None
 
 
-_PATH = f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"
-
-
 def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
+    subprocess.run([tool("ip"), *args], check=True, capture_output=True)
 
 
 @dataclass(frozen=True)
@@ -93,8 +99,8 @@ class Network:
         so that the command keeps the launcher's pid (a SIGKILL reaches the command)."""
         mount = 'mount -t tmpfs -o mode=0700,size=256m gradual-data "$0" && exec "$@"'
         return [
-            "ip", "netns", "exec", self.namespace(host),
-            "unshare", "--mount", "--propagation", "private", "sh", "-c", mount, str(data_dir),
+            tool("ip"), "netns", "exec", self.namespace(host), tool("unshare"), "--mount",
+            "--propagation", "private", "sh", "-c", mount, str(data_dir),
         ]  # fmt: skip
 
     def create(self) -> None:
@@ -114,23 +120,23 @@ class Network:
     def remove(self) -> None:
         """Deleting a namespace deletes its end of the veth pair, and so the pair."""
         for host in range(1, self.hosts + 1):
-            subprocess.run(["ip", "netns", "del", self.namespace(host)], capture_output=True)
-        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+            subprocess.run([tool("ip"), "netns", "del", self.namespace(host)], capture_output=True)
+        subprocess.run([tool("ip"), "link", "del", self.bridge], capture_output=True)
 
     def connects(self, host: int, address: str, port: int) -> bool:
         """Whether a TCP connection from `host` to `address`:`port` opens."""
         probe = f"exec 3<>/dev/tcp/{address}/{port}"
-        argv = ["ip", "netns", "exec", self.namespace(host), "bash", "-c", probe]
+        argv = [tool("ip"), "netns", "exec", self.namespace(host), tool("bash"), "-c", probe]
         return subprocess.run(argv, capture_output=True, timeout=10).returncode == 0
 
 
 def unused_subnet() -> ipaddress.IPv4Network:
     """A /24 of 10.0.0.0/8 that overlaps no address or route of the machine."""
     taken = [ipaddress.ip_network("127.0.0.0/8")]
-    for entry in json.loads(subprocess.check_output(["ip", "-j", "-4", "addr"])):
+    for entry in json.loads(subprocess.check_output([tool("ip"), "-j", "-4", "addr"])):
         for found in entry.get("addr_info", []):
             taken.append(ipaddress.ip_network(f"{found['local']}/{found['prefixlen']}", False))
-    for route in json.loads(subprocess.check_output(["ip", "-j", "-4", "route"])):
+    for route in json.loads(subprocess.check_output([tool("ip"), "-j", "-4", "route"])):
         if route.get("dst", "default") != "default":
             taken.append(ipaddress.ip_network(route["dst"], strict=False))
     while True:
@@ -149,6 +155,36 @@ def network(hosts: int) -> Iterator[Network]:
         yield made
     finally:
         made.remove()
+
+
+@contextmanager
+def shared_services(net: Network, folder: Path, logs: Path) -> Iterator[dict[str, str]]:
+    """PostgreSQL, Redis and the S3 emulator on the bridge, for the block: the settings that
+    point replicas of `net` at them (and trust the hosts' addresses as Host headers)."""
+    with ExitStack() as stack:
+        endpoint = stack.enter_context(s3_emulator(net.gateway, logs / "s3.log"))
+        database = stack.enter_context(postgres(net.gateway, net.subnet, folder, logs))
+        redis_url = stack.enter_context(redis_server(net.gateway, folder, logs))
+        data_dir = folder / "data"  # on every host the same path, and a tmpfs of its own
+        data_dir.mkdir()
+        addresses = [net.address(host) for host in range(1, net.hosts + 1)]
+        yield {
+            "GRADUAL_DATABASE_URL": database, "GRADUAL_REDIS_URL": redis_url,
+            "GRADUAL_WEIGHTS_URL": f"s3://{new_bucket(endpoint)}/weights",
+            "GRADUAL_S3_ENDPOINT": endpoint, "GRADUAL_S3_ACCESS_KEY_ID": "testing",
+            "GRADUAL_S3_SECRET_ACCESS_KEY": "testing", "GRADUAL_DATA_DIR": str(data_dir),
+            "GRADUAL_TRUSTED_HOSTS": ",".join(["127.0.0.1", *addresses]),
+        }  # fmt: skip
+
+
+def replica_on(
+    net: Network, host: int, env: dict[str, str], log: Path, *, token: str | None = None
+) -> Replica:
+    """A replica named h<host> serving on port 8000 of `host` (each host has its own ports)."""
+    return Replica(
+        f"h{host}", env, log, host=net.address(host), port=8000, token=token,
+        launcher=net.launcher(host, Path(env["GRADUAL_DATA_DIR"])),
+    )  # fmt: skip
 
 
 @contextmanager
@@ -211,7 +247,7 @@ def postgres(
 def redis_server(address: str, folder: Path, logs: Path) -> Iterator[str]:
     """A Redis of its own listening on `address` only: its URL."""
     port = free_port(address)
-    argv = ["redis-server", "--bind", address, "--port", str(port), "--save", ""]
+    argv = [tool("redis-server"), "--bind", address, "--port", str(port), "--save", ""]
     argv += ["--appendonly", "no", "--dir", str(folder), "--protected-mode", "no"]
     url = f"redis://{address}:{port}/0"
     log = logs / "redis.log"
@@ -227,7 +263,7 @@ def balancer(listen: str, upstreams: list[str], folder: Path, logs: Path) -> Ite
     config = nginx_config(folder, listen, upstreams)
     log = logs / "nginx.log"
     host, port = listen.rsplit(":", 1)
-    with running(["nginx", "-p", str(config.parent), "-c", str(config)], log) as process:
+    with running([tool("nginx"), "-p", str(config.parent), "-c", str(config)], log) as process:
         wait_for(lambda: socket.create_connection((host, int(port)), 2).close(), process, log)
         yield log
 

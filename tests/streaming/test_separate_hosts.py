@@ -26,15 +26,14 @@ import pytest
 from tests.conftest import cannot_run
 from tests.factories import model_body, rows
 from tests.live_server import free_port
-from tests.stores import new_bucket, s3_emulator
 from tests.streaming.hosts import (
     Network,
     balancer,
     home,
     mounted_at,
     network,
-    postgres,
-    redis_server,
+    replica_on,
+    shared_services,
     unsupported,
 )
 from tests.streaming.replicas import Cluster, Ledger, Replica, wait_until
@@ -42,7 +41,7 @@ from tests.streaming.replicas import Cluster, Ledger, Replica, wait_until
 pytestmark = [pytest.mark.slow]
 
 HOSTS, MODELS = 3, [f"m{i}" for i in range(6)]
-ROWS, LEASE_S, PORT = 4, 2.0, 8000  # every host has its own port space: all serve on 8000
+ROWS, LEASE_S = 4, 2.0
 TOKEN = f"hosts-{secrets.token_hex(8)}"  # a bind beyond loopback needs API tokens
 UPSTREAM = re.compile(r'"POST (\S+) [^"]*" (\d{3}) .* upstream=(\S+(?:, \S+)*) rt=')
 
@@ -92,13 +91,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     with ExitStack() as stack:
         folder = stack.enter_context(home())
         net = stack.enter_context(network(HOSTS))
-        endpoint = stack.enter_context(s3_emulator(net.gateway, logs / "s3.log"))
-        database = stack.enter_context(postgres(net.gateway, net.subnet, folder, logs))
-        redis_url = stack.enter_context(redis_server(net.gateway, folder, logs))
-        data_dir = folder / "data"  # on every host the same path, and a tmpfs of its own
-        data_dir.mkdir()
-        env = settings(net, database, redis_url, endpoint, data_dir)
-        replicas = {f"h{i}": on_host(net, i, env, logs) for i in range(1, HOSTS + 1)}
+        env = stack.enter_context(shared_services(net, folder, logs)) | {
+            "GRADUAL_API_TOKENS": f"admin={TOKEN}",
+            "GRADUAL_LEASE_TTL_S": str(LEASE_S), "GRADUAL_SYNC_EVERY_S": "0.3",
+            "GRADUAL_LOG_LEVEL": "info",  # the replicas' logs tell the handoffs, if a test fails
+        }  # fmt: skip
+        replicas = {
+            f"h{i}": replica_on(net, i, env, logs / f"h{i}.log", token=TOKEN)
+            for i in range(1, HOSTS + 1)
+        }
         stack.callback(stop, replicas)
         for replica in replicas.values():
             replica.launch()
@@ -106,35 +107,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         listen = f"127.0.0.1:{free_port()}"
         upstreams = [f"{r.host}:{r.port}" for r in replicas.values()]
         log = stack.enter_context(balancer(listen, upstreams, folder, logs))
-        cluster = Cluster(replicas, MODELS, Ledger(ROWS))
-        port = urlsplit(database).port
-        assert port is not None
         client = Balancer(f"http://{listen}", log)
         stack.callback(client.http.close)
-        yield Site(net, cluster, client, data_dir, port)
-
-
-def settings(
-    net: Network, database: str, redis_url: str, endpoint: str, data_dir: Path
-) -> dict[str, str]:
-    return {
-        "GRADUAL_DATABASE_URL": database, "GRADUAL_REDIS_URL": redis_url,
-        "GRADUAL_WEIGHTS_URL": f"s3://{new_bucket(endpoint)}/weights",
-        "GRADUAL_S3_ENDPOINT": endpoint, "GRADUAL_S3_ACCESS_KEY_ID": "testing",
-        "GRADUAL_S3_SECRET_ACCESS_KEY": "testing", "GRADUAL_DATA_DIR": str(data_dir),
-        "GRADUAL_API_TOKENS": f"admin={TOKEN}",
-        "GRADUAL_TRUSTED_HOSTS": ",".join(["127.0.0.1", *map(net.address, range(1, HOSTS + 1))]),
-        "GRADUAL_LEASE_TTL_S": str(LEASE_S), "GRADUAL_SYNC_EVERY_S": "0.3",
-        "GRADUAL_LOG_LEVEL": "info",  # the replicas' logs tell the handoffs, if a test fails
-    }  # fmt: skip
-
-
-def on_host(net: Network, host: int, env: dict[str, str], logs: Path) -> Replica:
-    data_dir = Path(env["GRADUAL_DATA_DIR"])
-    return Replica(
-        f"h{host}", env, logs / f"h{host}.log", host=net.address(host), port=PORT,
-        launcher=net.launcher(host, data_dir), token=TOKEN,
-    )  # fmt: skip
+        port = urlsplit(env["GRADUAL_DATABASE_URL"]).port
+        assert port is not None
+        data_dir = Path(env["GRADUAL_DATA_DIR"])
+        yield Site(net, Cluster(replicas, MODELS, Ledger(ROWS)), client, data_dir, port)
 
 
 def stop(replicas: dict[str, Replica]) -> None:
@@ -185,6 +163,11 @@ def predict_everything(site: Site) -> Counter[str]:
     return site.balancer.answered(since, "/predict")
 
 
+def answering(replicas: list[Replica]) -> set[str]:
+    """How nginx's access log names a `200` from each of `replicas`."""
+    return {f"200 {replica.host}:{replica.port}" for replica in replicas}
+
+
 def test_each_host_reaches_the_shared_services_over_its_veth_and_not_the_machines(
     site: Site,
 ) -> None:
@@ -214,7 +197,7 @@ def test_batches_streamed_through_nginx_apply_exactly_once_and_every_host_predic
     assert min(site.cluster.expected().values()) >= ROWS
     fits = site.balancer.answered(since, "/partial-fit")
     predicted = predict_everything(site)
-    everyone = {f"200 {site.network.address(h)}:{PORT}" for h in range(1, HOSTS + 1)}
+    everyone = answering(site.cluster.running())
     assert set(fits) == everyone  # nginx spread the batches over the three hosts
     assert sum(predicted.values()) == len(MODELS)
     assert set(predicted) <= everyone
@@ -225,8 +208,8 @@ def test_each_host_has_a_data_directory_of_its_own(site: Site) -> None:
     for replica in site.cluster.running():
         assert replica.process is not None
         mounts[replica.name] = mounted_at(replica.process.pid, site.data_dir)
-    assert all(kind == "tmpfs" for kind, _ in filter(None, mounts.values())), mounts
-    assert len({device for _, device in filter(None, mounts.values())}) == HOSTS, mounts
+    assert all(found and found[0] == "tmpfs" for found in mounts.values()), mounts
+    assert len({found[1] for found in mounts.values() if found}) == HOSTS, mounts  # 3 devices
     assert list(site.data_dir.iterdir()) == []  # the root namespace sees none of their files
 
 
@@ -238,14 +221,16 @@ def test_a_killed_hosts_models_move_to_the_others_with_exact_counts(site: Site) 
     try:
         time.sleep(1)
         victim.kill()
-        took = wait_until(lambda: site.cluster.every_owned() == MODELS, timeout=LEASE_S + 5)
-        print(f"{its} owned again {took:.2f} s after the SIGKILL")
+        killed = time.monotonic()
+        # the survivors hold every model's served version: they answer before any takeover
+        assert set(predict_everything(site)) <= answering(site.cluster.running())
+        wait_until(lambda: site.cluster.every_owned() == MODELS, timeout=LEASE_S + 5)
+        print(f"{its} owned again {time.monotonic() - killed:.2f} s after the SIGKILL")
         time.sleep(1)
     finally:
         stop.set()
         for thread in threads:
             thread.join(timeout=120)
     settle(site)
-    survivors = {f"200 {site.network.address(h)}:{PORT}" for h in (1, 3)}
-    assert set(predict_everything(site)) <= survivors
+    assert set(predict_everything(site)) <= answering(site.cluster.running())
     assert sorted(len(models) for models in site.cluster.owned().values()) == [3, 3]
