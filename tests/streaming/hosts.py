@@ -69,7 +69,9 @@ def unsupported() -> str | None:
 
 
 def ip(*args: str) -> None:
-    subprocess.run([tool("ip"), *args], check=True, capture_output=True)
+    done = subprocess.run([tool("ip"), *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
 
 
 @dataclass(frozen=True)

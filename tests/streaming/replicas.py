@@ -54,7 +54,7 @@ class Replica:
 
     def launch(self) -> None:
         settings = self.env | {"GRADUAL_REPLICA_ID": self.name}
-        bind = self.host if self.launcher else None
+        bind = None if self.host == "127.0.0.1" else self.host  # the default bind
         self.process = serve_process(
             self.port, settings, self.log, host=bind, launcher=self.launcher
         )
