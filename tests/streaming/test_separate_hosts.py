@@ -100,7 +100,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             f"h{i}": replica_on(net, i, env, logs / f"h{i}.log", token=TOKEN)
             for i in range(1, HOSTS + 1)
         }
-        stack.callback(stop, replicas)
+        stack.callback(kill_all, replicas)
         for replica in replicas.values():
             replica.launch()
         assert all(replica.wait_ready() for replica in replicas.values())
@@ -115,13 +115,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         yield Site(net, Cluster(replicas, MODELS, Ledger(ROWS)), client, data_dir, port)
 
 
-def stop(replicas: dict[str, Replica]) -> None:
+def kill_all(replicas: dict[str, Replica]) -> None:
     for replica in replicas.values():
         replica.kill_quietly()
         replica.stop()
 
 
-def stream(site: Site, client: int, stop: threading.Event, sent: list[int]) -> None:
+def stream(site: Site, client: int, stop: threading.Event) -> None:
     """Batches to every model in turn through nginx, until `stop`."""
     n = 0
     while not stop.is_set():
@@ -129,14 +129,12 @@ def stream(site: Site, client: int, stop: threading.Event, sent: list[int]) -> N
             batch_id = f"c{client}-{n}-{model}"
             site.cluster.ledger.send(site.balancer, model, batch_id, seed=n * 31 + i, wait=True)
         n += 1
-    sent[client] = n
 
 
 def streaming(site: Site, clients: int) -> tuple[threading.Event, list[threading.Thread]]:
-    stop, sent = threading.Event(), [0] * clients
+    stop = threading.Event()
     threads = [
-        threading.Thread(target=stream, args=(site, k, stop, sent), daemon=True)
-        for k in range(clients)
+        threading.Thread(target=stream, args=(site, k, stop), daemon=True) for k in range(clients)
     ]
     for thread in threads:
         thread.start()
