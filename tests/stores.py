@@ -14,7 +14,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,20 +37,14 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if S3_ENDPOINT:
         yield S3_ENDPOINT
         return
-    with s3_emulator("127.0.0.1", tmp_path_factory.mktemp("s3") / "moto.log") as endpoint:
-        yield endpoint
-
-
-@contextmanager
-def s3_emulator(host: str, log: Path) -> Iterator[str]:
-    """moto's standalone S3 server listening on `host`, stopped afterwards: its endpoint."""
-    port = free_port(host)
+    port = free_port()
+    log = tmp_path_factory.mktemp("s3") / "moto.log"
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    endpoint = f"http://{host}:{port}"
+    endpoint = f"http://127.0.0.1:{port}"
     try:
         _wait_for(endpoint, process, log)
         yield endpoint

@@ -24,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -32,16 +33,17 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psycopg
 import redis
 
 from scripts.local_stack import nginx_config
 from tests.live_server import free_port
-from tests.stores import new_bucket, s3_emulator
+from tests.stores import new_bucket
 from tests.streaming.replicas import Replica
 
-PACKAGES = {"ip": "iproute2", "unshare": "util-linux", "nginx": "nginx-light",
-            "redis-server": "redis-server", "bash": "bash"}  # fmt: skip
+PACKAGES = {"ip": "iproute2", "unshare": "util-linux", "setpriv": "util-linux",
+            "nginx": "nginx-light", "redis-server": "redis-server", "bash": "bash"}  # fmt: skip
 SEARCH = f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"  # ip and nginx live in sbin
 POSTGRES_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
 
@@ -66,6 +68,13 @@ def unsupported() -> str | None:
         return f"no network namespaces here (ip netns add: {made.stderr.strip()})"
     ip("netns", "del", probe)
     return None
+
+
+def orphan_proof(argv: list[str]) -> list[str]:
+    """`argv`, SIGKILLed should the thread that started it die: a test run killed outright
+    leaves no server running in a namespace (its namespaces and bridge stay, harmless, under
+    names no later run takes)."""
+    return [tool("setpriv"), "--pdeathsig", "KILL", *argv]
 
 
 def ip(*args: str) -> None:
@@ -100,10 +109,10 @@ class Network:
         """Runs a command on `host`, with a tmpfs of its own on `data_dir`; exec all the way,
         so that the command keeps the launcher's pid (a SIGKILL reaches the command)."""
         mount = 'mount -t tmpfs -o mode=0700,size=256m gradual-data "$0" && exec "$@"'
-        return [
+        return orphan_proof([
             tool("ip"), "netns", "exec", self.namespace(host), tool("unshare"), "--mount",
             "--propagation", "private", "sh", "-c", mount, str(data_dir),
-        ]  # fmt: skip
+        ])  # fmt: skip
 
     def create(self) -> None:
         ip("link", "add", self.bridge, "type", "bridge")
@@ -164,7 +173,7 @@ def shared_services(net: Network, folder: Path, logs: Path) -> Iterator[dict[str
     """PostgreSQL, Redis and the S3 emulator on the bridge, for the block: the settings that
     point replicas of `net` at them (and trust the hosts' addresses as Host headers)."""
     with ExitStack() as stack:
-        endpoint = stack.enter_context(s3_emulator(net.gateway, logs / "s3.log"))
+        endpoint = stack.enter_context(s3_server(net.gateway, logs))
         database = stack.enter_context(postgres(net.gateway, net.subnet, folder, logs))
         redis_url = stack.enter_context(redis_server(net.gateway, folder, logs))
         data_dir = folder / "data"  # on every host the same path, and a tmpfs of its own
@@ -206,7 +215,9 @@ def running(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A process for the block: `stop` afterwards, SIGKILL if it lingers."""
     with open(log, "ab") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, user=user)
+        process = subprocess.Popen(
+            orphan_proof(argv), stdout=out, stderr=subprocess.STDOUT, user=user
+        )
     try:
         yield process
     finally:
@@ -246,6 +257,17 @@ def postgres(
 
 
 @contextmanager
+def s3_server(address: str, logs: Path) -> Iterator[str]:
+    """moto's standalone S3 server (the emulator) listening on `address`: its endpoint."""
+    port = free_port(address)
+    argv = [sys.executable, "-m", "moto.server", "-H", address, "-p", str(port)]
+    endpoint, log = f"http://{address}:{port}", logs / "s3.log"
+    with running(argv, log) as process:
+        wait_for(lambda: httpx.get(endpoint, timeout=2), process, log)
+        yield endpoint
+
+
+@contextmanager
 def redis_server(address: str, folder: Path, logs: Path) -> Iterator[str]:
     """A Redis of its own listening on `address` only: its URL."""
     port = free_port(address)
@@ -261,11 +283,13 @@ def redis_server(address: str, folder: Path, logs: Path) -> Iterator[str]:
 @contextmanager
 def balancer(listen: str, upstreams: list[str], folder: Path, logs: Path) -> Iterator[Path]:
     """Debian's nginx running docker/nginx.conf in front of `upstreams`: its log (access
-    lines name the upstream that answered)."""
+    lines name the upstream that answered). One process, no workers: a worker would outlive
+    a master killed with the test run."""
     config = nginx_config(folder, listen, upstreams)
     log = logs / "nginx.log"
     host, port = listen.rsplit(":", 1)
-    with running([tool("nginx"), "-p", str(config.parent), "-c", str(config)], log) as process:
+    argv = [tool("nginx"), "-p", str(config.parent), "-c", str(config)]
+    with running([*argv, "-g", "master_process off;"], log) as process:
         wait_for(lambda: socket.create_connection((host, int(port)), 2).close(), process, log)
         yield log
 
@@ -278,8 +302,8 @@ def wait_for(attempt: Callable[[], object], process: subprocess.Popen[bytes], lo
             attempt()
             return
         except Exception:
-            assert process.poll() is None, f"{process.args[0]} exited at start; see {log}"
-            assert time.monotonic() < deadline, f"{process.args[0]} not ready; see {log}"
+            assert process.poll() is None, f"{log.stem} exited at start; see {log}"
+            assert time.monotonic() < deadline, f"{log.stem} not ready in 60 s; see {log}"
             time.sleep(0.1)
 
 
