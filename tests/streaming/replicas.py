@@ -25,8 +25,8 @@ from tests.live_server import answers_ready, free_port, serve_process
 
 
 class Replica:
-    """One `gradual serve`: on a free port of loopback, or on `host`:`port` when started
-    through a `launcher` (another network namespace); `token` goes with every request."""
+    """One `gradual serve`: on a free port of loopback, or on `host`:`port` (another
+    network namespace's, entered by `launcher`); `token` goes with every request."""
 
     def __init__(
         self, name: str, env: dict[str, str], log: Path, *, host: str = "127.0.0.1",
