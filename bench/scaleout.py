@@ -1,9 +1,14 @@
 """Scale-out figures: balance after a join and a leave, handoff times, predict rows/s through
 nginx with one and with three replicas (same run), memory per resident model.
 
-Needs PostgreSQL and Redis (the tests' URLs: GRADUAL_TEST_POSTGRES_URL, GRADUAL_TEST_REDIS_URL)
-and Debian's nginx. Replicas run with the service's defaults (lease 5 s) unless `--lease`.
-`python -m bench.scaleout [--models 24] [--seconds 5] [--lease 5]`
+On loopback (the default) it needs PostgreSQL and Redis (the tests' URLs:
+GRADUAL_TEST_POSTGRES_URL, GRADUAL_TEST_REDIS_URL) and Debian's nginx; the replicas share a
+weight folder. With `--hosts` (root) each replica runs on a host of its own, a network
+namespace with a data directory no other sees, and PostgreSQL, Redis and the S3 emulator of
+their own listen on the bridge (tests/streaming/hosts.py); the API is open there
+(GRADUAL_INSECURE), as the load generator sends no token. Replicas run with the service's
+defaults (lease 5 s) unless `--lease`.
+`python -m bench.scaleout [--models 24] [--seconds 5] [--lease 5] [--hosts]`
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ import contextlib
 import shutil
 import statistics
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +32,15 @@ from bench.wire import run_load
 from tests.conftest import POSTGRES_URL, REDIS_URL
 from tests.factories import labelled, model_body, rows
 from tests.live_server import free_port
+from tests.streaming import hosts
 from tests.streaming.replicas import Replica, wait_until
 
 NGINX = """worker_processes 1; daemon off; pid {home}/nginx.pid; error_log {home}/error.log;
 events {{ worker_connections 1024; }}
 http {{
   access_log off; client_body_temp_path {home}/body; proxy_temp_path {home}/proxy;
-  upstream one {{ server 127.0.0.1:{a}; keepalive 64; }}
-  upstream three {{ server 127.0.0.1:{a}; server 127.0.0.1:{b}; server 127.0.0.1:{c};
-                   keepalive 64; }}
+  upstream one {{ server {a}; keepalive 64; }}
+  upstream three {{ server {a}; server {b}; server {c}; keepalive 64; }}
   server {{ listen 127.0.0.1:{one}; location / {{ proxy_pass http://one;
     proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host; }} }}
   server {{ listen 127.0.0.1:{three}; location / {{ proxy_pass http://three;
@@ -74,10 +79,11 @@ def stream(replicas: list[Replica], names: list[str], stop: threading.Event) -> 
             n += 1
 
 
-def nginx(home: Path, ports: dict[str, int]) -> subprocess.Popen[bytes]:
+def nginx(home: Path, upstreams: list[str], ports: dict[str, int]) -> subprocess.Popen[bytes]:
     for folder in ("body", "proxy"):
         (home / folder).mkdir(parents=True, exist_ok=True)
-    (home / "nginx.conf").write_text(NGINX.format(home=home, **ports))
+    a, b, c = upstreams
+    (home / "nginx.conf").write_text(NGINX.format(home=home, a=a, b=b, c=c, **ports))
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     process = subprocess.Popen([binary, "-p", str(home), "-c", str(home / "nginx.conf")])
     time.sleep(0.5)
@@ -111,35 +117,71 @@ def handoff_times(replica: Replica, since: float) -> dict[str, Any]:
     }
 
 
+def takeovers(replica: Replica, killed: float) -> dict[str, Any]:
+    """A dead owner's models (nobody released them): seconds from the kill to each takeover."""
+    records = replica.get("/v1/cluster")["handoffs"]
+    took = sorted(h["taken"] - killed for h in records
+                  if h["reason"] == "vacant" and h.get("taken", 0) >= killed)  # fmt: skip
+    return {
+        "count": len(took),
+        "p50_s": round(statistics.median(took), 3) if took else None,
+        "max_s": round(max(took), 3) if took else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", type=int, default=24)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--lease", type=float, default=5.0)
+    parser.add_argument("--hosts", action="store_true", help="a network namespace per replica")
     args = parser.parse_args()
+    balancers: list[subprocess.Popen[bytes]] = []
+    with contextlib.ExitStack() as stack:
+        home = stack.enter_context(hosts.home())
+        place = separate_hosts if args.hosts else loopback
+        replicas = stack.enter_context(place(args, home))
+        try:
+            run(args, replicas, home, balancers)
+        finally:
+            for replica in replicas:
+                replica.kill_quietly()
+                replica.stop()
+            for balancer in balancers:
+                balancer.terminate()
+
+
+@contextlib.contextmanager
+def loopback(args: argparse.Namespace, home: Path) -> Iterator[list[Replica]]:
+    """Four replicas on loopback ports, on the machine's PostgreSQL (a schema of their own)
+    and Redis, sharing a weight folder."""
     schema = f"gradual_bench_{uuid.uuid4().hex[:8]}"
     libpq = POSTGRES_URL.replace("+psycopg", "")
     with psycopg.connect(libpq, autocommit=True) as admin:
         admin.execute(f'CREATE SCHEMA "{schema}"')
-    home = Path(tempfile.mkdtemp(prefix="gradual-scaleout-"))
     env = {
         "GRADUAL_DATABASE_URL": f"{POSTGRES_URL}?options=-csearch_path%3D{schema}",
         "GRADUAL_REDIS_URL": REDIS_URL, "GRADUAL_REDIS_PREFIX": f"bench-{schema}",
         "GRADUAL_DATA_DIR": str(home / "data"), "GRADUAL_LEASE_TTL_S": str(args.lease),
     }  # fmt: skip
-    replicas = [Replica(n, env, home / f"{n}.log") for n in ("a", "b", "c", "d")]
-    balancers: list[subprocess.Popen[bytes]] = []
     try:
-        run(args, replicas, home, balancers)
+        yield [Replica(n, env, home / f"{n}.log") for n in ("a", "b", "c", "d")]
     finally:
-        for replica in replicas:
-            replica.kill_quietly()
-            replica.stop()
-        for balancer in balancers:
-            balancer.terminate()
         with psycopg.connect(libpq, autocommit=True) as admin:  # the server may have restarted
             admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        shutil.rmtree(home, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def separate_hosts(args: argparse.Namespace, home: Path) -> Iterator[list[Replica]]:
+    """Four replicas, each on a host of its own (a network namespace), with PostgreSQL,
+    Redis and the S3 emulator on the bridge; the network is removed afterwards."""
+    reason = hosts.unsupported()
+    if reason:
+        raise SystemExit(f"--hosts: {reason}")
+    with hosts.network(4) as net, hosts.shared_services(net, home, home) as shared:
+        env = shared | {"GRADUAL_LEASE_TTL_S": str(args.lease), "GRADUAL_INSECURE": "true"}
+        print(f"hosts {', '.join(map(net.address, range(1, 5)))} on bridge {net.gateway}")
+        yield [hosts.replica_on(net, i, env, home / f"h{i}.log") for i in range(1, 5)]
 
 
 def run(
@@ -159,8 +201,9 @@ def run(
     wait_until(lambda: b.get("/readyz")["detail"]["models"] == args.models, timeout=30)
     print(f"figure memory per resident model (follower RSS): "
           f"{(rss_mb(b) - before) / args.models:.2f} MB")  # fmt: skip
-    ports = {"a": a.port, "b": b.port, "c": c.port, "one": free_port(), "three": free_port()}
-    balancers.append(nginx(home / "nginx", ports))
+    ports = {"one": free_port(), "three": free_port()}
+    upstreams = [f"{r.host}:{r.port}" for r in (a, b, c)]
+    balancers.append(nginx(home / "nginx", upstreams, ports))
     rates = predict_rates(ports, args.seconds)
     print(f"figure predict rows/s through nginx: 1 replica {rates['one']:.0f}, "
           f"3 replicas {rates['three']:.0f} ({rates['three'] / rates['one']:.2f}x)")  # fmt: skip
@@ -180,9 +223,12 @@ def run(
         print(f"figure balance after a graceful leave (SIGTERM, 4 -> 3): {took:.2f} s")
         time.sleep(2)
         print(f"figure handoffs after the leave: {handoff_times(a, since)}")
+        since = time.time()
         c.kill()
         took = wait_until(lambda: balanced([a, b], args.models), timeout=120, step=0.1)
         print(f"figure balance after a SIGKILL (3 -> 2, lease {args.lease:g} s): {took:.2f} s")
+        time.sleep(2)
+        print(f"figure SIGKILL -> a survivor took each model: {takeovers(a, since)}")
     finally:
         stop.set()
 

@@ -278,14 +278,15 @@ def start_replicas(stack: Stack, env: dict[str, str], count: int) -> list[Compon
     return started
 
 
-def nginx_config(run_dir: Path, listen: str, replicas: list[Component]) -> Path:
-    """docker/nginx.conf, templated for loopback upstreams, in a main config of the run dir."""
+def nginx_config(run_dir: Path, listen: str, upstreams: list[str]) -> Path:
+    """docker/nginx.conf, templated for the `upstreams` (host:port each), in a main config of
+    the run dir."""
     home = run_dir / "nginx"
     kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     temp = {kind: home / "tmp" / kind for kind in kinds}
     for folder in temp.values():
         folder.mkdir(parents=True, exist_ok=True)
-    servers = " ".join(f"server {urlsplit(r.url).netloc};" for r in replicas)
+    servers = " ".join(f"server {upstream};" for upstream in upstreams)
     upstream = f"upstream gradual_api {{ zone gradual_api 64k; {servers} keepalive 16; }}"
     values = {"BALANCER_LISTEN": listen, "BALANCER_UPSTREAM": upstream}
     values["BALANCER_TARGET"] = "gradual_api"
@@ -310,7 +311,8 @@ def nginx_config(run_dir: Path, listen: str, replicas: list[Component]) -> Path:
 def start_balancer(stack: Stack, env: dict[str, str], port: int) -> Component:
     address = env.get("STACK_PUBLISH_ADDRESS") or "127.0.0.1"
     run_dir = Path(stack.run_dir)
-    config = nginx_config(run_dir, f"{address}:{port}", stack.replicas())
+    upstreams = [urlsplit(replica.url).netloc for replica in stack.replicas()]
+    config = nginx_config(run_dir, f"{address}:{port}", upstreams)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     pid = spawn(run_dir, "balancer", [nginx, "-p", str(config.parent), "-c", str(config)])
     url = f"http://{address}:{port}"

@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import psycopg
 import pytest
@@ -31,8 +32,12 @@ REDIS_URL = os.environ.get("GRADUAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"
 REQUIRE_SERVICES = os.environ.get("GRADUAL_TEST_REQUIRE_SERVICES") == "1"
 
 
-def unavailable(service: str, reason: str) -> None:
-    message = f"{service} unreachable ({reason}); set its URL in the environment to run this test"
+def unavailable(service: str, reason: str) -> NoReturn:
+    cannot_run(f"{service} unreachable ({reason}); set its URL in the environment to run this test")
+
+
+def cannot_run(message: str) -> NoReturn:
+    """Skips the test with `message`, or fails it when GRADUAL_TEST_REQUIRE_SERVICES=1."""
     if REQUIRE_SERVICES:
         pytest.fail(f"GRADUAL_TEST_REQUIRE_SERVICES=1 but {message}")
     pytest.skip(message)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,15 +24,21 @@ START_TIMEOUT_S = 120.0
 QUIET = {"GRADUAL_DEVICE": "cpu", "GRADUAL_TORCH_THREADS": "1", "GRADUAL_LOG_LEVEL": "warning"}
 
 
-def serve_process(port: int, settings: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def serve_process(
+    port: int, settings: dict[str, str], log: Path, *, host: str | None = None,
+    launcher: Sequence[str] = (),
+) -> subprocess.Popen[bytes]:  # fmt: skip
     """`python -m service serve` in its own process, configured by `settings` alone (the
-    test runner's own GRADUAL_* variables are not passed on), logging to `log`."""
+    test runner's own GRADUAL_* variables are not passed on), logging to `log`. `launcher`
+    is a command that runs the rest of the line (e.g. `ip netns exec NAME`) and execs it, so
+    that the process's pid stays the server's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRADUAL_")}
+    bind = ["--host", host] if host else []
+    argv = [*launcher, sys.executable, "-m", "service", "serve", *bind, "--port", str(port)]
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--port", str(port)],
-            cwd=ROOT, env=env | QUIET | settings, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            argv, cwd=ROOT, env=env | QUIET | settings, stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def answers_ready(process: subprocess.Popen[bytes], http: httpx.Client, log: Path) -> bool:
@@ -49,10 +55,10 @@ def answers_ready(process: subprocess.Popen[bytes], http: httpx.Client, log: Pat
     return False
 
 
-def free_port() -> int:
-    """A port of 127.0.0.1 free right now (for a server another process starts)."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port of `host` free right now (for a server another process starts)."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
 

@@ -65,6 +65,13 @@ def _wait_for(endpoint: str, process: subprocess.Popen[bytes], log: Path) -> Non
     pytest.fail(f"the S3 emulator exited at start; see {log}")
 
 
+def new_bucket(endpoint: str) -> str:
+    """A bucket of its own on the S3 server at `endpoint`: its name."""
+    name = f"gradual-{uuid.uuid4().hex[:12]}"
+    assert httpx.put(f"{endpoint}/{name}").status_code == 200
+    return name
+
+
 @pytest.fixture
 def store_kind() -> str:
     return "folder"
@@ -76,8 +83,7 @@ def store_settings(request: pytest.FixtureRequest, store_kind: str) -> dict[str,
     if store_kind == "folder":
         return {}
     endpoint: str = request.getfixturevalue("s3_endpoint")
-    bucket = f"gradual-{uuid.uuid4().hex[:12]}"
-    assert httpx.put(f"{endpoint}/{bucket}").status_code == 200
+    bucket = new_bucket(endpoint)
     return {"weights_url": f"s3://{bucket}/weights", "s3_endpoint": endpoint} | CREDENTIALS
 
 

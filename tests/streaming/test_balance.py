@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
-import httpx
 import pytest
 import redis
 
 from tests.conftest import REDIS_URL
-from tests.factories import labelled, model_body
-from tests.streaming.replicas import Replica, cluster_database, wait_until
+from tests.factories import model_body
+from tests.stores import new_bucket
+from tests.streaming.replicas import Cluster, Ledger, Replica, cluster_database, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -35,78 +33,12 @@ ROWS, CLIENTS, LEASE_S = 4, 4, 2.0
 def shared(s3_endpoint: str) -> Iterator[dict[str, str]]:
     with cluster_database("balance") as database:
         yield database | {
-            "GRADUAL_WEIGHTS_URL": f"s3://{bucket(s3_endpoint)}/weights",
+            "GRADUAL_WEIGHTS_URL": f"s3://{new_bucket(s3_endpoint)}/weights",
             "GRADUAL_S3_ENDPOINT": s3_endpoint, "GRADUAL_S3_ACCESS_KEY_ID": "testing",
             "GRADUAL_S3_SECRET_ACCESS_KEY": "testing",
             "GRADUAL_LEASE_TTL_S": str(LEASE_S), "GRADUAL_SYNC_EVERY_S": "0.3",
             "GRADUAL_LOG_LEVEL": "info",  # the replicas' logs tell the handoffs, if a test fails
         }  # fmt: skip
-
-
-def bucket(endpoint: str) -> str:
-    name = f"gradual-{uuid.uuid4().hex[:12]}"
-    assert httpx.put(f"{endpoint}/{name}").status_code == 200
-    return name
-
-
-@dataclass
-class Ledger:
-    """Rows of the batches each model acknowledged, kept by the clients."""
-
-    rows: Counter[str] = field(default_factory=Counter)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def send(self, replica: Replica, model: str, batch_id: str, seed: int, wait: bool) -> None:
-        body = labelled(ROWS, seed=seed) | {"batch_id": batch_id}
-        path = f"/v1/models/{model}/partial-fit{'' if wait else '?wait=false'}"
-        deadline = time.monotonic() + 60
-        while True:  # a client resends until acknowledged: the batch id makes that safe
-            try:
-                answer = replica.post(path, body)
-                if answer.status_code in (200, 202):  # applied, or durable and queued
-                    break
-            except Exception:  # a replica going away mid-request: resend
-                pass
-            assert time.monotonic() < deadline, f"{model} {batch_id} never acknowledged"
-            time.sleep(0.05)
-        if not answer.json().get("duplicate"):
-            with self.lock:
-                self.rows[model] += ROWS
-
-
-@dataclass
-class Cluster:
-    replicas: dict[str, Replica]
-    ledger: Ledger = field(default_factory=Ledger)
-    last: dict[str, list[str]] = field(default_factory=dict)  # as `balanced` last saw it
-
-    def running(self) -> list[Replica]:
-        return [r for r in self.replicas.values() if r.process and r.process.poll() is None]
-
-    def owned(self) -> dict[str, list[str]]:
-        return {r.name: r.owned() for r in self.running()}
-
-    def balanced(self, share: int) -> bool:
-        owned = self.last = self.owned()
-        counts = [len(models) for models in owned.values()]
-        every = sorted(m for models in owned.values() for m in models)
-        return every == MODELS and all(abs(c - share) <= 1 for c in counts)
-
-    def every_owned(self) -> list[str]:
-        return sorted(m for models in self.owned().values() for m in models)
-
-    def owner(self, model: str) -> Replica:
-        for replica in self.running():
-            if model in replica.owned():
-                return replica
-        raise AssertionError(f"{model} has no owner")
-
-    def samples(self) -> dict[str, int]:
-        wait_until(lambda: self.every_owned() == MODELS, timeout=20)
-        return {m: self.owner(m).get(f"/v1/models/{m}")["samples_seen"] for m in MODELS}
-
-    def expected(self) -> dict[str, int]:
-        return {m: self.ledger.rows[m] for m in MODELS}
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +52,7 @@ def cluster(shared: dict[str, str], tmp_path_factory: pytest.TempPathFactory) ->
         replicas[name].launch()
     try:
         assert all(replicas[n].wait_ready() for n in ("a", "b", "c"))
-        yield Cluster(replicas)
+        yield Cluster(replicas, MODELS, Ledger(ROWS))
     finally:
         for replica in replicas.values():
             replica.kill_quietly()

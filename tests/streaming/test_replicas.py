@@ -19,7 +19,7 @@ from tests.streaming.replicas import Replica, cluster_database, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
-ROWS = 8
+ROWS, LEASE_S = 8, 1.0
 BEFORE_KILL, AFTER_KILL = 30, 20
 
 
@@ -44,7 +44,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
     with cluster_database("replicas") as database:
         yield database | {
             "GRADUAL_DATA_DIR": str(tmp_path_factory.mktemp("shared") / "data"),
-            "GRADUAL_LEASE_TTL_S": "1", "GRADUAL_SYNC_EVERY_S": "0.3",
+            "GRADUAL_LEASE_TTL_S": str(LEASE_S), "GRADUAL_SYNC_EVERY_S": "0.3",
         }  # fmt: skip
 
 
@@ -74,8 +74,8 @@ def play(a: Replica, b: Replica, data: Path) -> Story:
     story.owner_state = owner.get("/v1/models/m")
     promote_on_owner_and_time_the_other(owner, other, story)
     owner.kill()
-    takeover = wait_until(lambda: "m" in other.owned(), timeout=30)
-    story.takeover_s = takeover
+    story.takeover_s = wait_until(lambda: "m" in other.owned(), timeout=30)
+    print(f"taken over {story.takeover_s:.2f} s after the SIGKILL")
     for batch in batches[BEFORE_KILL:]:
         story.after.append(answer(other.post("/v1/models/m/partial-fit", batch)))
     story.resent = [answer(other.post("/v1/models/m/partial-fit", x)) for x in batches]
@@ -127,7 +127,7 @@ def test_a_version_promoted_on_one_replica_is_served_by_the_other_within_a_secon
 
 def test_the_survivor_takes_the_model_over_after_the_owner_is_killed(story: Story) -> None:
     assert story.survivor_owned == ["m"]
-    assert story.takeover_s < 10
+    assert story.takeover_s < LEASE_S + 5
 
 
 def test_every_acknowledged_batch_is_applied_exactly_once_across_the_kill(story: Story) -> None:
