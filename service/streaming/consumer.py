@@ -43,6 +43,7 @@ class Owned:
     applying: bool = False  # an entry is in hand: a handoff lets it finish
     leaving: asyncio.Task[None] | None = None  # the handoff under way
     handoff: dict[str, Any] | None = None  # taken over: the record to complete
+    awaiting: tuple[bytes, float] | None = None  # filed with no entry: amend the first by then
 
 
 class Consumer:
@@ -120,10 +121,17 @@ class Consumer:
             await self.redis.hdel(self.channels.keys.attempts(name), entry_id)
 
     async def _handed(self, owned: Owned, *, applied: bool) -> None:
-        """Files the takeover's record once the first entry applied (or none was waiting)."""
+        """Files the takeover's record once the first entry applied, or once caught up with
+        none waiting; then the first entry within a lease still amends it."""
         if owned.handoff is not None:
             record, owned.handoff = owned.handoff, None
-            await self.handoffs.complete(record, applied=applied)
+            filed = await self.handoffs.complete(record, applied=applied)
+            if not applied:
+                owned.awaiting = (filed, _now() + self.settings.lease_ttl_s)
+        elif applied and owned.awaiting is not None:
+            (filed, by), owned.awaiting = owned.awaiting, None
+            if _now() <= by:
+                await self.handoffs.first_entry(filed)
 
     async def _count_attempt(self, name: str, entry_id: str) -> None:
         """An entry whose application a replica's death interrupted `max_deliveries` times is
@@ -163,6 +171,10 @@ class Consumer:
     ) -> None:
         await self.streams.dead_letter(name, entry_id, fields, _reason(exc))
         await self.channels.outcome(message(name, entry_id, error=exc))
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def _reason(exc: GradualError) -> dict[str, Any]:

@@ -16,6 +16,13 @@ from redis.asyncio import Redis
 from service.streaming.keys import Keys
 
 KEPT = 50  # handoffs listed
+# Replaces one filed record by its amended copy, wherever other replicas' records moved it.
+AMEND = """
+for i, item in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if item == ARGV[1] then redis.call('LSET', KEYS[1], i - 1, ARGV[2]) return 1 end
+end
+return 0
+"""
 PENDING_TTL_S = 600  # a begun handoff nobody completes (its model deleted) goes by itself
 
 
@@ -42,16 +49,22 @@ class Handoffs:
         begun: dict[str, Any] = orjson.loads(raw) if raw else {"model": model, "reason": "vacant"}
         return begun | {"owner": self.replica, "taken": time.time()}
 
-    async def complete(self, record: dict[str, Any], *, applied: bool) -> dict[str, Any]:
-        record = record | {"first_entry": time.time() if applied else None}
+    async def complete(self, record: dict[str, Any], *, applied: bool) -> bytes:
+        """Files the record; returns it as filed (for `first_entry` to amend)."""
+        record = _with_first_entry(record, applied)
         decided = record.get("decided")
         if decided is not None:
             record["takeover_s"] = round(record["taken"] - decided, 4)
-            if applied:
-                record["first_entry_s"] = round(record["first_entry"] - decided, 4)
-        await self.redis.lpush(self.keys.handoffs, orjson.dumps(record))
+        filed = orjson.dumps(record)
+        await self.redis.lpush(self.keys.handoffs, filed)
         await self.redis.ltrim(self.keys.handoffs, 0, KEPT - 1)
-        return record
+        return filed
+
+    async def first_entry(self, filed: bytes) -> None:
+        """The new owner applied its first entry after the record was filed (nothing was
+        waiting at the takeover): the record gains the time."""
+        amended = orjson.dumps(_with_first_entry(orjson.loads(filed), True))
+        await self.redis.eval(AMEND, 1, self.keys.handoffs, filed, amended)
 
     async def latest(self, count: int = KEPT) -> list[dict[str, Any]]:
         raw = await self.redis.lrange(self.keys.handoffs, 0, count - 1)
@@ -62,3 +75,10 @@ class Handoffs:
         current = await self.redis.get(key)
         merged = (orjson.loads(current) if current else {}) | fields
         await self.redis.set(key, orjson.dumps(merged), ex=PENDING_TTL_S)
+
+
+def _with_first_entry(record: dict[str, Any], applied: bool) -> dict[str, Any]:
+    record = record | {"first_entry": time.time() if applied else None}
+    if applied and record.get("decided") is not None:
+        record["first_entry_s"] = round(record["first_entry"] - record["decided"], 4)
+    return record
