@@ -24,8 +24,6 @@ from service.storage.db import migrate
 from service.storage.db.engine import make_engine, make_sessionmaker
 from service.storage.registry import Registry
 from service.storage.weightstore import WeightStorage, open_store
-from service.streaming.cluster import Cluster
-from service.streaming.submitter import StreamSubmitter
 
 log = logging.getLogger("gradual")
 
@@ -44,19 +42,15 @@ def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
         registry = Registry(make_sessionmaker(engine), make_sessionmaker(progress))
         store = open_store(settings)
         await to_thread.run_sync(_check_store, registry, store, settings)
-        hub = ModelHub(settings, registry, store, metrics=metrics)
+        redis = _redis(settings.redis_url, settings.replica_id) if settings.redis_url else None
+        hub = ModelHub(settings, registry, store, metrics=metrics, redis=redis)
         metrics.watch_models(hub.all)
         metrics.watch_storage(hub.storage)
         app.state.settings = settings
         app.state.hub = hub
         app.state.loaded = False
         await hub.models.load_all()
-        redis = _redis(settings.redis_url, settings.replica_id) if settings.redis_url else None
-        if redis is not None:
-            hub.cluster = Cluster(
-                hub.models, redis, settings, executor=hub.executor, metrics=hub.metrics
-            )
-            hub.submitter = StreamSubmitter(hub.cluster)  # every change through the streams
+        if hub.cluster is not None:
             await hub.cluster.start()
         app.state.redis = redis
         app.state.loaded = True

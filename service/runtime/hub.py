@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from anyio import to_thread
 from pydantic import ValidationError
+from redis.asyncio import Redis
 
 from service.api.schemas import CreateModel
 from service.config import Settings
@@ -45,6 +46,7 @@ from service.storage.registry import Registry
 from service.storage.wal import ModelLog
 from service.storage.weightstore import WeightStorage
 from service.streaming.cluster import Cluster
+from service.streaming.submitter import StreamSubmitter
 
 log = logging.getLogger("gradual.hub")
 
@@ -58,7 +60,7 @@ class ModelHub:
 
     def __init__(
         self, settings: Settings, registry: Registry, store: WeightStorage,
-        *, metrics: Metrics | None = None,
+        *, metrics: Metrics | None = None, redis: Redis | None = None,
     ) -> None:  # fmt: skip
         self.settings = settings
         self.metrics = metrics or Metrics()
@@ -88,9 +90,15 @@ class ModelHub:
             on_batch=lambda _key, rows, _requests: self.metrics.predict_rows.observe(rows),
         )  # fmt: skip
         self.models = LiveModels(registry, self.assembly)
-        # Where changes go: the local log here; the lifespan swaps in the Redis stream.
-        self.submitter: Submitter = LocalLog(self.executor, self.storage)
-        self.cluster: Cluster | None = None  # set when Redis coordinates several replicas
+        # Chosen once, here: where changes go (the local log, or with Redis the model's stream
+        # to its owner, one of the replicas the cluster coordinates).
+        self.cluster = None if redis is None else Cluster(
+            self.models, redis, settings, executor=self.executor, metrics=self.metrics
+        )  # fmt: skip
+        self.submitter: Submitter = (
+            LocalLog(self.executor, self.storage) if self.cluster is None
+            else StreamSubmitter(self.cluster)
+        )  # fmt: skip
 
     # -- lookup ---------------------------------------------------------------------------
 
