@@ -79,6 +79,8 @@ class ValidationBuffer:
         self.changed = True
 
     def class_counts(self, classes: int) -> list[int]:
+        """Rows per class; the buffer is unchanged from here until rows come or go."""
+        self.changed = False
         _, y = self.tensors()
         counts = torch.bincount(y.reshape(-1).long(), minlength=classes)
         return [int(c) for c in counts.tolist()]

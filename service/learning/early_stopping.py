@@ -65,6 +65,14 @@ class EarlyStopper:
     def reset(self) -> None:
         self.state = StopperState()
 
+    def restart_from(self, score: float | None) -> None:
+        """A new yardstick (a new leader, a manual rollback): `score` is the best, patience
+        starts over."""
+        self.state.best, self.state.wait = score, 0
+
+    def patience_restored(self) -> None:
+        self.state.wait = 0
+
     def update(self, score: float, step: int) -> Decision:
         config, state = self.config, self.state
         if step < config.start_from:

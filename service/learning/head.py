@@ -98,6 +98,10 @@ class TrainingHead:
         self.backup = Backup()  # the transaction's copy, reused by every request
         self._compiled: CompiledForward | None = None  # made at the first compiled step
 
+    def carry_counters(self, other: TrainingHead) -> None:
+        """Counts on from `other`'s steps and rows (a race's new leader takes the model's)."""
+        self.step, self.samples_seen = other.step, other.samples_seen
+
     def forward(self, x: torch.Tensor, *, compiled: bool) -> torch.Tensor:
         """The training forward pass; `compiled`: through `torch.compile` (GRADUAL_COMPILE=all)."""
         if not compiled:

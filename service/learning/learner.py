@@ -226,12 +226,12 @@ class OnlineLearner:
         assert candidate.head is not None
         # The model's counters stay the model's: how much of the stream has gone by does not
         # depend on who leads (a candidate reopened after a drift counts from zero).
-        candidate.head.step, candidate.head.samples_seen = self.head.step, self.head.samples_seen
-        self.race.leader_index = candidate.index
+        candidate.head.carry_counters(self.head)
+        self.race.lead(candidate)
         self.head, self.optimizer = candidate.head, candidate.plan.optimizer
         metrics = self.yardstick.metrics(self.head.network)
         score = metrics[self.training.metric]
-        self.stopper.state.best, self.stopper.state.wait = score, 0
+        self.stopper.restart_from(score)
         self._checkpoint_best(score, metrics, reason="race_leader")
 
     # -- stop and resume ------------------------------------------------------------------
@@ -244,7 +244,7 @@ class OnlineLearner:
                 data = {"step": self.head.step, "reopened": [c.index for c in back]}
                 self.recorder.event("race_reopened", self.versions.head_version, data)
         else:
-            self.stopper.state.wait = 0
+            self.stopper.patience_restored()
         self.control.resumed(self.head.step)
         self.recorder.move("resume", None, Pointers(self.control_state()), {"reason": reason})
 
@@ -272,7 +272,7 @@ class OnlineLearner:
         """Manual rollback: serve `version` and restart the head from it."""
         served = self.versions.serving(self.head, version, state)
         score = self.yardstick.score(served.network)
-        self.stopper.state.best, self.stopper.state.wait = score, 0
+        self.stopper.restart_from(score)
         self.versions.reset_to(self.head, served, state, score=score, control=self.control_state())
 
     def promote(self, served: ServedModel) -> None:

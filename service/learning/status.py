@@ -75,5 +75,4 @@ def _class_counts(learner: OnlineLearner, previous: LearnerStatus | None) -> tup
         return None
     if previous is not None and previous.validation_rows == buffer.size and not buffer.changed:
         return previous.class_counts  # a bincount only after the buffer took rows
-    buffer.changed = False
     return tuple(buffer.class_counts(classes))

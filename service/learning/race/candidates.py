@@ -80,6 +80,9 @@ class Race:
 
     # -- the stream -----------------------------------------------------------------------
 
+    def lead(self, candidate: Candidate) -> None:
+        self.leader_index = candidate.index
+
     def follows(self, training: TrainingConfig) -> TrainingConfig:
         """The training section the head's steps follow: the leader's own batch size."""
         return training.model_copy(update={"batch_size": self.leader.plan.batch_size})
