@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.network import Network, build_network
+from models.network import Network
 from models.spec import NetworkSpec
 from service.learning.compilation import CompiledForward
 
@@ -33,8 +33,12 @@ class ServedModel:
         cls, spec: NetworkSpec, version: int, state: dict[str, torch.Tensor],
         device: torch.device, *, compiled: bool = False,
     ) -> ServedModel:  # fmt: skip
-        network = build_network(spec, seed=0, device=device)
-        network.load_state_dict({k: v.to(device) for k, v in state.items()})
+        # Built without initializing weights it would overwrite (a seeded init costs more
+        # than the copy), then given its own copy of `state`: versions never share tensors.
+        with torch.device("meta"):
+            network = Network(spec)
+        copied = {k: v.to(device, copy=True) for k, v in state.items()}
+        network.load_state_dict(copied, assign=True)
         return cls(version, network, compiled=compiled)
 
     @property

@@ -109,6 +109,7 @@ class Executor:
         """Writes the learner's whole state as of record `seq`; the log before it can go."""
         if live.log is not None:  # a snapshot never holds a record the log could still lose
             live.log.sync(seq)
+        live.recorder.settle(seq)  # nor names a version whose row the disk could still lose
         state = capture(live.learner, seq=seq, unrecorded_ids=live.ledger.unrecorded())
         if live.fence is not None:
             self._commit_fenced(live, seq, state)

@@ -53,12 +53,19 @@ class ModelRecorder:
         # Returns once the record being applied is on disk: nothing derived from a batch may
         # commit before the batch itself is durable (its log record is fsynced as it trains).
         self.durable: Callable[[], None] = lambda: None
+        # Whether the record being applied is in a local write-ahead log that a restart
+        # replays: its versions are then re-derived after a machine crash, and their rows
+        # commit without waiting for the disk until `settle` (before every recovery snapshot).
+        self.replayable = False
+        self.unsettled = False  # a version row committed since the last `settle`
+        self.ready_versions: int | None = None  # at most this many versions hold a file
 
     # -- where the writer is: set only through these, by the executor and the assembler ----
 
     def begin(self, seq: int, durable: Callable[[], None] | None) -> None:
         """Record `seq` is being applied; `durable` returns once it is on disk."""
         self.seq = seq
+        self.replayable = durable is not None and self.fence is None
         if durable is not None:
             self.durable = durable
 
@@ -72,6 +79,7 @@ class ModelRecorder:
 
     def own(self, fence: int) -> None:
         self.fence = fence
+        self.ready_versions = None  # another owner may have made versions meanwhile
 
     def checkpoint(
         self, head: TrainingHead, *, reason: str, metrics: dict[str, Any], parent: int | None,
@@ -116,24 +124,39 @@ class ModelRecorder:
                 pointers=pointers,
                 event_data={"step": head.step, **metrics},
                 fence=self.fence,
+                wait_for_disk=not self.replayable,
             )
         except Exception:
             self.store.remove(file.path)  # its row never committed: the file would be an orphan
             raise
+        self.unsettled = self.unsettled or self.replayable
+        if self.ready_versions is not None:
+            self.ready_versions += 1
         crashpoints.hit("after_db_commit")
         self.ledger.recorded(batch_ids)
         self._written("checkpoint")
         return row.number
 
+    def settle(self, seq: int) -> None:
+        """Returns once the version rows committed so far are on disk: before a recovery
+        snapshot after record `seq` names them (the log before it is then cut)."""
+        if self.unsettled:
+            self._retrying(partial(self.registry.settle, self.model_id, seq=seq))
+            self.unsettled = False
+
     def prune(self, *, keep: int, protected: set[int]) -> None:
-        """Version rows stay forever; files beyond the newest `keep` go (served and best stay)."""
+        """Version rows stay forever; files beyond the newest `keep` go (served and best stay).
+        Asks the registry only when more than `keep` versions may hold a file."""
+        if self.ready_versions is not None and self.ready_versions <= keep:
+            return
         protected = protected | self.pinned
-        paths = self._retrying(
+        archived = self._retrying(
             partial(
                 self.registry.archive_old_versions, self.model_id, keep=keep, protected=protected
             )
         )
-        for path in paths:
+        self.ready_versions = archived.ready
+        for path in archived.paths:
             self.store.remove(path)
 
     def move(

@@ -40,6 +40,14 @@ class NewVersion:
 
 
 @dataclass(frozen=True)
+class Archived:
+    """What pruning did: the files to delete, and how many ready versions the model keeps."""
+
+    paths: list[str]
+    ready: int
+
+
+@dataclass(frozen=True)
 class NewModel:
     name: str
     task: str
@@ -111,22 +119,26 @@ class Registry:
 
     def add_version(
         self, model_id: int, new: NewVersion, *, pointers: Pointers, event_data: dict[str, Any],
-        fence: Fence = None,
+        fence: Fence = None, wait_for_disk: bool = True,
     ) -> VersionRow:  # fmt: skip
-        """Allocates the next number (a unique constraint plus retry keeps replicas apart)."""
+        """Allocates the next number (a unique constraint plus retry keeps replicas apart).
+
+        `wait_for_disk=False`: the commit does not wait for the disk (for a version that
+        replaying the write-ahead log re-derives); `settle` makes it durable later."""
+        sessions = self._sessions if wait_for_disk else self._progress
         for attempt in range(MAX_VERSION_RETRIES):
             try:
-                return self._insert_version(model_id, new, pointers, event_data, fence)
+                return self._insert_version(sessions, model_id, new, pointers, event_data, fence)
             except IntegrityError:
                 if attempt == MAX_VERSION_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")
 
     def _insert_version(
-        self, model_id: int, new: NewVersion, pointers: Pointers, event_data: dict[str, Any],
-        fence: Fence,
+        self, sessions: sessionmaker[Session], model_id: int, new: NewVersion,
+        pointers: Pointers, event_data: dict[str, Any], fence: Fence,
     ) -> VersionRow:  # fmt: skip
-        with self._sessions.begin() as session:
+        with sessions.begin() as session:
             model = _locked_model(session, model_id, fence)  # first: writers queue on the row
             latest = session.scalar(
                 select(func.max(VersionRow.number)).where(VersionRow.model_id == model_id)
@@ -151,8 +163,19 @@ class Registry:
                 _event(session, model_id, "promote", number, promoted, seq=pointers.seq)
         return version
 
-    def archive_old_versions(self, model_id: int, *, keep: int, protected: set[int]) -> list[str]:
-        """Marks ready versions beyond the newest `keep` archived; returns their files to delete."""
+    def settle(self, model_id: int, *, seq: int) -> None:
+        """Returns once every commit made before it is on disk, those that did not wait for
+        the disk included: a commit that waits flushes the database's log up to itself. It
+        records `seq`, the log record a recovery snapshot is about to include (a write that
+        changes the row: SQLite skips writing one that changes nothing)."""
+        with self._sessions.begin() as session:
+            session.execute(
+                update(ModelRow).where(ModelRow.id == model_id).values(snapshot_seq=seq)
+            )
+
+    def archive_old_versions(self, model_id: int, *, keep: int, protected: set[int]) -> Archived:
+        """Marks ready versions beyond the newest `keep` archived; returns their files to delete
+        and how many ready versions remain."""
         with self._sessions.begin() as session:
             beyond = session.execute(  # columns, not rows: this runs after every new version
                 select(VersionRow.id, VersionRow.number, VersionRow.weights_path)
@@ -167,7 +190,8 @@ class Registry:
                     .where(VersionRow.id.in_([row.id for row in doomed]))
                     .values(status="archived")
                 )
-            return [row.weights_path for row in doomed]
+            ready = keep + len(beyond) - len(doomed) if beyond else _ready(session, model_id)
+            return Archived([row.weights_path for row in doomed], ready)
 
     def move_pointers(
         self, model_id: int, *, kind: MoveKind, version: int | None, pointers: Pointers,
@@ -245,6 +269,14 @@ def _locked_model(session: Session, model_id: int, fence: Fence = None) -> Model
     if fence is not None and model.generation != fence:
         raise Fenced(f"model {model.name}: generation {model.generation} is not ours ({fence})")
     return model
+
+
+def _ready(session: Session, model_id: int) -> int:
+    query = select(func.count()).select_from(VersionRow)
+    found = session.scalar(
+        query.where(VersionRow.model_id == model_id, VersionRow.status == "ready")
+    )
+    return int(found or 0)
 
 
 def _version_row(model_id: int, number: int, new: NewVersion) -> VersionRow:

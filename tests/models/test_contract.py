@@ -7,6 +7,7 @@ there is checked here without an edit.
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import pytest
@@ -17,7 +18,7 @@ from safetensors.torch import save as save_tensors
 from models.activations import ACTIVATIONS as ACTIVATION_REGISTRY
 from models.losses import make_loss, shape_targets
 from models.network import Network, SeededDropout, build_network
-from models.optimizers import build_optimizer
+from models.optimizers import FUSED, build_optimizer
 from models.spec import NetworkSpec, OptimizerSpec
 from tests.models.examples import (
     ACTIVATIONS,
@@ -244,8 +245,32 @@ def test_optimizer_takes_its_hyperparameters_from_the_spec(optimizer: OptimizerS
     (group,) = build_optimizer(optimizer, network.parameters()).param_groups
     assert group["lr"] == optimizer.lr
     assert group["weight_decay"] == optimizer.weight_decay
-    assert group["foreach"] is False  # single-tensor kernels: identical arithmetic on replay
+    # An explicit kernel, never the device's default: identical arithmetic on replay.
+    assert group["fused"] is True if optimizer.name in FUSED else group["foreach"] is False
     assert len(group["params"]) == len(list(network.parameters()))
+
+
+def test_a_state_saved_by_the_single_tensor_kernel_keeps_it_once_loaded() -> None:
+    """A snapshot or version written before Adam took the fused kernel replays as it ran."""
+    x = inputs()
+    old_network = build_network(network_spec(), seed=0)
+    old = torch.optim.Adam(old_network.parameters(), lr=0.01, foreach=False)
+    _steps(old_network, old, x, 2)
+    new_network = build_network(network_spec(), seed=0)
+    new_network.load_state_dict(old_network.state_dict())
+    new = build_optimizer(OptimizerSpec(name="adam", lr=0.01), new_network.parameters())
+    new.load_state_dict(copy.deepcopy(old.state_dict()))
+    _steps(old_network, old, x, 3)
+    _steps(new_network, new, x, 3)
+    for before, after in zip(old_network.parameters(), new_network.parameters(), strict=True):
+        assert torch.equal(before, after)
+
+
+def _steps(network: Network, optimizer: torch.optim.Optimizer, x: torch.Tensor, n: int) -> None:
+    for _ in range(n):
+        optimizer.zero_grad(set_to_none=True)
+        (network(x) ** 2).mean().backward()
+        optimizer.step()
 
 
 def test_optimizer_table_covers_every_optimizer_name() -> None:
