@@ -16,7 +16,7 @@ from service.learning.served import ServedModel
 from service.learning.training_config import TrainingConfig
 from service.runtime.assembly import Assembler
 from service.runtime.live import LiveModel
-from service.storage.registry import NewModel, NewVersion
+from service.storage.changes import NewModel, NewVersion
 
 # The validation buffer is allocated whole on the device: rows × features is bounded so that a
 # spec cannot ask for tens of gigabytes (a 422, not an allocation failure).

@@ -23,7 +23,8 @@ from service.kinds import EventKind, MoveKind
 from service.learning.head import TrainingHead
 from service.learning.ledger import BatchLedger
 from service.learning.recording import Pointers
-from service.storage.registry import NewVersion, Registry
+from service.storage.changes import NewVersion
+from service.storage.registry import Registry
 from service.storage.weightstore import WeightStorage
 
 log = logging.getLogger("gradual.recorder")

@@ -7,7 +7,6 @@ transaction together with the event that says why.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -17,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.errors import Fenced, ModelExists, ModelNotFound
 from service.kinds import EventKind, MoveKind
 from service.learning.recording import Pointers
+from service.storage.changes import Archived, NewModel, NewVersion
 from service.storage.db.tables import AppliedBatchRow, EventRow, ModelRow, VersionRow
 from service.storage.queries import Queries
 from service.storage.weights import StoredFile
@@ -26,44 +26,15 @@ Fence = int | None  # an owner's generation; None: one process, nothing to compa
 MAX_VERSION_RETRIES = 20  # SQLite has no row lock: concurrent writers may collide a few times
 
 
-@dataclass(frozen=True)
-class NewVersion:
-    """What a checkpoint adds: counters, metrics and the file already written and fsynced."""
-
-    step: int
-    samples_seen: int
-    metrics: dict[str, Any]
-    reason: str
-    parent: int | None
-    file: StoredFile
-    applied_seq: int | None = None  # the last log record this version's state includes
-
-
-@dataclass(frozen=True)
-class Archived:
-    """What pruning did: the files to delete, and how many ready versions the model keeps."""
-
-    paths: list[str]
-    ready: int
-
-
-@dataclass(frozen=True)
-class NewModel:
-    name: str
-    task: str
-    spec: dict[str, Any]
-    optimizer: dict[str, Any]
-    training: dict[str, Any]
-    seed: int
-
-
 class Registry:
+    """Every write of models, versions, pointers, events and snapshots; reads in `queries`."""
+
     def __init__(
         self, sessions: sessionmaker[Session], progress: sessionmaker[Session] | None = None
     ) -> None:
         self._sessions = sessions
-        # Progress events (rounds, learning-rate changes, drift) are history, re-derived by
-        # replay: their commits need not wait for the disk, as versions' and pointers' do.
+        # Progress events (rounds, lr changes, drift) are re-derived by replay: their commits
+        # need not wait for the disk (nor versions' that the log re-derives: see `settle`).
         self._progress = progress or sessions
         self.queries = Queries(sessions)
 
@@ -164,10 +135,9 @@ class Registry:
         return version
 
     def settle(self, model_id: int, *, seq: int) -> None:
-        """Returns once every commit made before it is on disk, those that did not wait for
-        the disk included: a commit that waits flushes the database's log up to itself. It
-        records `seq`, the log record a recovery snapshot is about to include (a write that
-        changes the row: SQLite skips writing one that changes nothing)."""
+        """Returns once every earlier commit is on disk (one that waits flushes the database's
+        log up to itself). It records `seq`, the log record a recovery snapshot is about to
+        include: SQLite skips a write that changes nothing."""
         with self._sessions.begin() as session:
             session.execute(
                 update(ModelRow).where(ModelRow.id == model_id).values(snapshot_seq=seq)

@@ -15,9 +15,10 @@ import sqlalchemy as sa
 
 from service.errors import Fenced
 from service.learning.recording import Pointers
+from service.storage.changes import NewModel, NewVersion
 from service.storage.db.engine import make_engine, make_sessionmaker
 from service.storage.db.migrate import upgrade
-from service.storage.registry import NewModel, NewVersion, Registry
+from service.storage.registry import Registry
 from service.storage.weights import StoredFile
 
 

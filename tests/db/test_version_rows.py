@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from service.learning.recording import Pointers
+from service.storage.changes import NewModel, NewVersion
 from service.storage.db.engine import make_engine, make_sessionmaker
 from service.storage.db.migrate import upgrade
-from service.storage.registry import NewModel, NewVersion, Registry
+from service.storage.registry import Registry
 from service.storage.weights import StoredFile
 
 
@@ -66,7 +67,7 @@ def test_pruning_beyond_keep_counts_the_protected_versions_it_keeps(
     archived = registry.archive_old_versions(model_id, keep=2, protected={1})
     assert sorted(archived.paths) == ["m1/1.safetensors", "m1/2.safetensors", "m1/3.safetensors"]
     assert archived.ready == 3  # 5, 6 and the protected 1
-    status = {v.number: v.status for v in registry.versions(model_id)}
+    status = {v.number: v.status for v in registry.queries.versions(model_id)}
     assert [n for n, s in sorted(status.items()) if s == "ready"] == [1, 5, 6]
 
 
@@ -75,7 +76,7 @@ def test_a_version_that_did_not_wait_for_the_disk_reads_back_and_settles(
 ) -> None:
     number = add(registry, model_id, "1", wait_for_disk=False)
     assert number == 2
-    assert registry.version(registry.model("m"), number).weights_path == "m1/1.safetensors"
+    assert registry.queries.version(registry.model("m"), number).weights_path == "m1/1.safetensors"
     registry.settle(model_id, seq=7)
     assert registry.model("m").snapshot_seq == 7
     assert add(registry, model_id, "2") == 3  # numbering goes on across both connections
