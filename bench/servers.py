@@ -127,6 +127,7 @@ def gradual(
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-gradual-data-") as data:
         settings = {"GRADUAL_DATA_DIR": data, "GRADUAL_TORCH_THREADS": "1", "GRADUAL_DEVICE": "cpu"}
+        settings["GRADUAL_WORKERS"] = "1"  # one process unless `env` asks for more
         # Not the tree the `gradual` script came from.
         settings["PYTHONPATH"] = _this_checkout(checkout)
         if opts.log_level:
