@@ -19,7 +19,8 @@ HOP_BY_HOP = frozenset(
 )
 # POST routes that predict: /v1 predict, /v2 infer (of the served or a named version)
 PREDICT = re.compile(r"/v1/models/([^/]+)/predict|/v2/models/([^/]+)/(?:versions/[^/]+/)?infer")
-READER = b"x-gradual-reader"
+# On a reader's answers: the reader's pid, on those it gave (READER) or relayed (FORWARDED)
+READER, FORWARDED = b"x-gradual-reader", b"x-gradual-forwarded-by"
 
 
 def trainer_client(path: Path) -> httpx.AsyncClient:
@@ -42,7 +43,7 @@ def predicted_model(scope: Scope) -> str | None:
 
 class Forward:
     """Answers here the predictions of models this reader holds (and /healthz); relays every
-    other request to the trainer. `pid` is sent back in a header on the answers given here."""
+    other request to the trainer. Each answer names the reader's `pid` in one more header."""
 
     def __init__(
         self, app: ASGIApp, *, holds: Callable[[str], bool],
@@ -52,6 +53,7 @@ class Forward:
         self.holds = holds
         self.trainer = trainer
         self.mark = (READER, str(pid).encode())
+        self.relayed = (FORWARDED, str(pid).encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -59,7 +61,7 @@ class Forward:
         elif scope["type"] == "http" and self._local(scope):
             await self.app(scope, receive, self._marked(send))
         elif scope["type"] == "http":
-            await relay(self.trainer(), scope, receive, send)
+            await relay(self.trainer(), scope, receive, send, mark=self.relayed)
 
     def _local(self, scope: Scope) -> bool:
         if scope["path"] == "/healthz":
@@ -76,7 +78,10 @@ class Forward:
         return marked
 
 
-async def relay(client: httpx.AsyncClient, scope: Scope, receive: Receive, send: Send) -> None:
+async def relay(
+    client: httpx.AsyncClient, scope: Scope, receive: Receive, send: Send,
+    *, mark: tuple[bytes, bytes],
+) -> None:  # fmt: skip
     """Sends the request to the trainer and its answer back, both streamed; a client that goes
     away mid-answer (an event stream) ends the relay."""
     headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP]
@@ -94,21 +99,25 @@ async def relay(client: httpx.AsyncClient, scope: Scope, receive: Receive, send:
     )  # fmt: skip
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(_cancel_on_disconnect, receive, body_read, tasks.cancel_scope)
-        await _answer(client, request, send)
+        await _answer(client, request, send, mark)
         tasks.cancel_scope.cancel()
 
 
-async def _answer(client: httpx.AsyncClient, request: httpx.Request, send: Send) -> None:
+async def _answer(
+    client: httpx.AsyncClient, request: httpx.Request, send: Send, mark: tuple[bytes, bytes]
+) -> None:
     try:
         response = await client.send(request, stream=True)
     except httpx.TransportError as exc:
         message = f"the trainer process did not answer: {type(exc).__name__}"
         refusal = error_response(503, "unavailable", message, None)
         refusal.headers["retry-after"] = "1"
+        refusal.headers[mark[0].decode()] = mark[1].decode()
         await refusal({"type": "http"}, _nothing, send)
         return
     try:
         headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP]
+        headers.append(mark)
         await send({"type": "http.response.start", "status": response.status_code,
                     "headers": headers})  # fmt: skip
         async for chunk in response.aiter_raw():
