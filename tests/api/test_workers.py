@@ -7,6 +7,7 @@ trainer alone also answers on its private socket (`trainer.sock` in the data dir
 
 from __future__ import annotations
 
+import os
 import signal
 import statistics
 import subprocess
@@ -222,6 +223,16 @@ def test_metrics_add_up_the_predictions_of_every_process(service: Service) -> No
         assert predictions(reader.get("/metrics").text) - before == 30
     with service.trainer() as trainer:
         assert predictions(trainer.get("/metrics").text) - before == 30
+
+
+def test_a_reader_that_dies_is_replaced_by_another(service: Service) -> None:
+    first = service.reader_pid()
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while (pid := service.reader_pid()) == first:  # its last answers may still be in flight
+        assert time.monotonic() < deadline
+    assert pid != first
+    assert not alive(first)
 
 
 def alive(pid: int) -> bool:
