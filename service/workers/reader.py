@@ -32,7 +32,7 @@ from service.workers.served import ServedModels
 
 log = logging.getLogger("gradual.reader")
 PR_SET_PDEATHSIG = 1
-START_TIMEOUT_S = 60.0
+WAIT_S = 0.05
 
 
 def die_with_parent(parent: int) -> None:
@@ -75,8 +75,14 @@ def reader_lifespan(settings: Settings, trainer: Path):  # type: ignore[no-untyp
 
 
 async def _open_feed(client: httpx.AsyncClient) -> AsyncIterator[Served]:
-    """The trainer's feed of served versions, one dict per change."""
-    response = await client.send(client.build_request("GET", FEED), stream=True)
+    """The trainer's feed of served versions, one dict per change; waits for the trainer to
+    open its socket (it starts the readers before it migrates and loads its models)."""
+    while True:
+        try:
+            response = await client.send(client.build_request("GET", FEED), stream=True)
+            break
+        except httpx.TransportError:
+            await asyncio.sleep(WAIT_S)
     response.raise_for_status()
 
     async def lines() -> AsyncIterator[Served]:

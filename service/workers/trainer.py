@@ -54,6 +54,8 @@ class Readers:
 
     def stop(self) -> None:
         """SIGTERM to each reader, then waits while they drain (killed after DRAIN_S)."""
+        if self.stopping:
+            return
         self.stopping = True
         for process in self.processes:
             if process.poll() is None:
@@ -100,14 +102,20 @@ def serve_with_readers(app: FastAPI, settings: Settings, processes: int, metrics
     config = _config(app, settings, host=settings.host, port=settings.port)
     listener = config.bind_socket()
     command = _reader_command(listener, socket_path(settings.data_dir), metrics)
-    beside = Beside(app, settings, Readers(processes - 1, command, listener.fileno(),
-                                           _reader_env(settings)))  # fmt: skip
-    asyncio_run(beside.serve(config, listener), loop_factory=config.get_loop_factory())
+    readers = Readers(processes - 1, command, listener.fileno(), _reader_env(settings))
+    # Started now, from the main thread: they import torch and the app while this process
+    # migrates and loads, then wait for its private socket.
+    readers.start()
+    try:
+        asyncio_run(Beside(app, settings, readers).serve(config, listener),
+                    loop_factory=config.get_loop_factory())  # fmt: skip
+    finally:
+        readers.stop()  # (a start that failed: nobody is left holding the port)
 
 
 class Beside:
     """The public server, and beside it once the trainer is ready: the private socket's
-    server, the readers and their watch; stopped in the reverse order."""
+    server (which the readers wait for) and the readers' watch; stopped in reverse order."""
 
     def __init__(self, app: FastAPI, settings: Settings, readers: Readers) -> None:
         self.app, self.settings, self.readers = app, settings, readers
@@ -132,15 +140,12 @@ class Beside:
         watch = ServedWatch(self.app.state.hub)
         self.channel = PrivateServer(_config(TrainerChannel(self.app, watch), self.settings))
         self.serving = asyncio.create_task(self.channel.serve(sockets=[bind(self.path)]))
-        while not self.channel.started:
-            await asyncio.sleep(0.01)
-        self.readers.start()
         server.readers = self.readers
         log.info("serving with %d readers: %s", len(self.readers.pids), self.readers.pids)
         self.watching = asyncio.create_task(_watch(self.readers))
 
     async def _stop(self) -> None:
-        if self.readers.processes and not self.readers.stopping:
+        if not self.readers.stopping:
             await asyncio.to_thread(self.readers.stop)
         if self.watching is not None:
             self.watching.cancel()
