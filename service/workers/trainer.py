@@ -41,8 +41,8 @@ class Readers:
         self.processes = [self._spawn() for _ in range(self.count)]
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        # From the loop's thread, the main one: the reader's parent-death signal follows the
-        # thread that started it.
+        # Always from the main thread: a reader's parent-death signal fires when the thread
+        # that started it ends, not the process.
         return subprocess.Popen(self.command, pass_fds=(self.listener,), env=self.env)
 
     def respawn_dead(self) -> None:
