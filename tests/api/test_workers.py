@@ -90,14 +90,26 @@ class Service:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """One service for the tests that do not stop it; its queues hold two batches."""
+def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """One service on one data dir for the whole module (its queues hold two batches); the
+    tests that kill or stop it start it again, so each start is paid once."""
     root = tmp_path_factory.mktemp("workers")
     settings = {"GRADUAL_QUEUE_BATCHES": "2", "GRADUAL_RETRY_AFTER_S": "3"}
     running = Service(root / "data", root / "serve.log", settings=settings)
-    running.start()
     yield running
-    running.stop()
+    if running.process is not None:
+        running.stop()
+
+
+@pytest.fixture
+def service(started: Service) -> Service:
+    """The module's service, running with a trainer and one reader."""
+    if started.process is None or started.process.poll() is not None or started.workers != 2:
+        if started.process is not None:
+            started.stop()
+        started.workers = 2
+        started.start()
+    return started
 
 
 def create(url: str, name: str, **training: Any) -> None:
@@ -243,9 +255,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_a_killed_trainer_takes_its_readers_and_a_restart_recovers(tmp_path: Path) -> None:
-    service = Service(tmp_path / "data", tmp_path / "serve.log")
-    service.start()
+def test_a_killed_trainer_takes_its_readers_and_a_restart_recovers(service: Service) -> None:
     reader = service.reader_pid()
     create(service.url, "k")
     batches = numbered_batches(8, rows=16, seed=8, prefix="k")
@@ -259,16 +269,11 @@ def test_a_killed_trainer_takes_its_readers_and_a_restart_recovers(tmp_path: Pat
         assert time.monotonic() < deadline, f"reader {reader} outlived its trainer"
         time.sleep(0.05)
     service.start()  # the same port: nobody holds it any more
-    try:
-        model = httpx.get(f"{service.url}/v1/models/k").json()
-        assert (model["samples_seen"], model["step"]) == (8 * 16, 8)
-    finally:
-        service.stop()
+    model = httpx.get(f"{service.url}/v1/models/k").json()
+    assert (model["samples_seen"], model["step"]) == (8 * 16, 8)
 
 
-def test_sigterm_drains_exits_0_and_keeps_every_acknowledged_batch(tmp_path: Path) -> None:
-    service = Service(tmp_path / "data", tmp_path / "serve.log")
-    service.start()
+def test_sigterm_drains_exits_0_and_keeps_every_acknowledged_batch(service: Service) -> None:
     readers = {service.reader_pid()}
     create(service.url, "t")
     batches = numbered_batches(40, rows=64, seed=9, prefix="t")
@@ -295,16 +300,13 @@ def test_sigterm_drains_exits_0_and_keeps_every_acknowledged_batch(tmp_path: Pat
     assert not any(alive(pid) for pid in readers)
     service.workers = 1
     service.start()
-    try:
-        model = httpx.get(f"{service.url}/v1/models/t").json()
-        assert model["samples_seen"] >= len(acknowledged) * 64
-        again = [b for b in batches if b["batch_id"] in acknowledged]
-        resent = on_fresh_connections(service.url, lambda h: fit(h, "t", again.pop()), len(again))
-        assert all(a.json()["duplicate"] for a in resent)
-        assert all(READER not in a.headers and FORWARDED not in a.headers for a in resent)
-        assert children(service) == []  # --workers 1 starts no reader
-    finally:
-        service.stop()
+    model = httpx.get(f"{service.url}/v1/models/t").json()
+    assert model["samples_seen"] >= len(acknowledged) * 64
+    again = [b for b in batches if b["batch_id"] in acknowledged]
+    resent = on_fresh_connections(service.url, lambda h: fit(h, "t", again.pop()), len(again))
+    assert all(a.json()["duplicate"] for a in resent)
+    assert all(READER not in a.headers and FORWARDED not in a.headers for a in resent)
+    assert children(service) == []  # --workers 1 starts no reader
 
 
 def children(service: Service) -> list[int]:
