@@ -7,6 +7,7 @@ trainer alone also answers on its private socket (`trainer.sock` in the data dir
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
@@ -23,7 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.factories import labels, model_body, numbered_batches, rows
+from service.config import Settings
+from tests.factories import labels, model_body, ndjson, numbered_batches, rows
 from tests.live_server import answers_ready, free_port, serve_process
 
 READER, FORWARDED = "x-gradual-reader", "x-gradual-forwarded-by"
@@ -167,6 +169,35 @@ def test_batches_sent_to_any_process_are_trained_exactly_once(service: Service) 
     assert any(FORWARDED in a.headers for a in answers + resent), "no batch went via a reader"
     model = httpx.get(f"{service.url}/v1/models/once").json()
     assert (model["samples_seen"], model["step"]) == (12 * 16, 12)
+
+
+def test_an_ndjson_stream_through_a_reader_is_relayed_line_by_line(service: Service) -> None:
+    create(service.url, "lines")
+    batches = numbered_batches(5, rows=16, seed=10, prefix="l")
+
+    def slowly() -> Iterator[bytes]:  # a body that arrives over time, as a client streams it
+        for batch in batches:
+            yield ndjson([batch])
+            time.sleep(0.02)
+
+    with service.pinned(reader=True) as reader:
+        answer = reader.post(
+            "/v1/models/lines/partial-fit", content=slowly(),
+            headers={"content-type": "application/x-ndjson"},
+        )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    assert FORWARDED in answer.headers
+    *lines, summary = [json.loads(line) for line in answer.text.splitlines()]
+    assert "summary" in summary
+    assert [line["batch_id"] for line in lines] == [b["batch_id"] for b in batches]
+    assert lines[-1]["samples_seen"] == 5 * 16
+
+
+def test_the_default_is_the_machines_cores_up_to_the_cap() -> None:
+    cores = os.cpu_count() or 1
+    assert Settings(max_workers=64).serving_processes() == min(cores, 64)
+    assert Settings(max_workers=1).serving_processes() == 1
+    assert Settings(workers=3, max_workers=1).serving_processes() == 3
 
 
 def test_a_full_queue_answers_429_with_retry_after_through_a_reader(service: Service) -> None:
