@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -68,19 +68,31 @@ class Metrics:
             "gradual_handoff_seconds", "From the old owner's decision to this replica's takeover.",
             buckets=HANDOFF_BUCKETS, registry=self.registry,
         )  # fmt: skip
-        self.models_owned = Gauge(
-            "gradual_models_owned", "Models whose training this replica owns.", ["replica"],
-            registry=self.registry,
-        )  # fmt: skip
 
     def watch_owned(self, replica: str, owned: Callable[[], int]) -> None:
-        self.models_owned.labels(replica).set_function(owned)
+        """Read at scrape time (a collector, not a gauge: one value for every process)."""
+        self.exposition.register(OwnedCollector(replica, owned))
 
     def watch_models(self, models: Callable[[], list[LiveModel]]) -> None:
         self.exposition.register(ModelCollector(models))
 
     def watch_storage(self, storage: StorageGuard) -> None:
         self.exposition.register(StorageCollector(storage))
+
+
+class OwnedCollector(Collector):
+    """How many models this replica trains (scale-out with Redis)."""
+
+    def __init__(self, replica: str, owned: Callable[[], int]) -> None:
+        self.replica = replica
+        self.owned = owned
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "gradual_models_owned", "Models whose training this replica owns.", labels=["replica"]
+        )
+        family.add_metric([self.replica], self.owned())
+        yield family
 
 
 class StorageCollector(Collector):
