@@ -4,6 +4,7 @@ the registry and the weight store, kept in step by the trainer's feed), behind `
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -120,4 +121,5 @@ def serve_reader(settings: Settings, *, listener: int, trainer: Path, metrics: M
         front, log_level=settings.log_level, timeout_graceful_shutdown=30, http=settings.http,
         loop=settings.loop, access_log=settings.access_log,
     )  # fmt: skip
-    uvicorn.Server(config).run(sockets=[socket.socket(fileno=listener)])
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C, after the graceful stop
+        uvicorn.Server(config).run(sockets=[socket.socket(fileno=listener)])

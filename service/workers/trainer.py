@@ -109,6 +109,8 @@ def serve_with_readers(app: FastAPI, settings: Settings, processes: int, metrics
     try:
         asyncio_run(Beside(app, settings, readers).serve(config, listener),
                     loop_factory=config.get_loop_factory())  # fmt: skip
+    except KeyboardInterrupt:  # Ctrl+C, after the graceful stop (as uvicorn.run does)
+        pass
     finally:
         readers.stop()  # (a start that failed: nobody is left holding the port)
 
