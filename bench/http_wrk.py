@@ -12,7 +12,9 @@ samples/s ÷ the raw training loop measured in this process in the same run. Gra
 for partial-fit has holdout 0, no rounds, no replay and one step a batch (the raw loop's
 work). Each figure is the median of `--runs` interleaved runs; `--before` adds a second
 Gradual, its code from another checkout (e.g. main's), for a before/after in the same run.
-TorchServe is measured by none of this: it is not installed here.
+TorchServe is measured by none of this: it is not installed here. `--workers N` (default 2)
+adds `gradual serve --workers N` (named gradual-wN) beside the one-process service; its CPU
+is the trainer's and its readers'.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -94,6 +97,10 @@ def extend(parser: argparse.ArgumentParser) -> None:
         help="instead: predict at 16 connections for M minutes, minute by minute (not in CI)",
     )  # fmt: skip
     parser.add_argument(
+        "--workers", type=int, default=2, metavar="N",
+        help="also measure `gradual serve --workers N` beside the one-process service (<2: not)",
+    )  # fmt: skip
+    parser.add_argument(
         "--gradual-arg", action="append", default=[], metavar="ARG",
         help="an extra argument for `gradual serve` (repeatable; e.g. --gradual-arg=--workers=2)",
     )  # fmt: skip
@@ -160,6 +167,13 @@ def targets(opts: Options) -> Iterator[list[Target]]:
         naive = stack.enter_context(handlers("naive", SMALL, wait=False))
         extra = opts.args.gradual_arg
         services = [stack.enter_context(gradual(opts, wait=False, extra=extra))]
+        workers = opts.args.workers
+        if workers > 1:
+            several = gradual(
+                opts, name=f"gradual-w{workers}", wait=False, extra=extra,
+                env={"GRADUAL_WORKERS": str(workers)},
+            )  # fmt: skip
+            services.append(stack.enter_context(several))
         if opts.args.before:
             before = gradual(opts, checkout=opts.args.before, name="before", wait=False)
             services.append(stack.enter_context(before))
@@ -167,6 +181,7 @@ def targets(opts: Options) -> Iterator[list[Target]]:
         found = []
         for running in services:
             running.wait_ready()
+            wait_for_readers(running)
             asyncio.run(create_models(running.port))
             fit = "/v1/models/train/partial-fit"
             found.append(Target(running.name, running, "/v1/models/small/predict", fit))
@@ -175,6 +190,19 @@ def targets(opts: Options) -> Iterator[list[Target]]:
         found.append(Target("lean", lean, "/predict", "/partial-fit"))
         found.append(Target("naive", naive, "/predict", "/partial-fit", npy=False))
         yield found
+
+
+def wait_for_readers(running: Server, timeout: float = 120.0) -> None:
+    """For `--workers N`: until a reader answers (they accept once their models are loaded)."""
+    if "-w" not in running.name:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{running.port}/healthz") as answer:
+            if answer.headers.get("x-gradual-reader"):
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{running.name}: no reader answered in {timeout:.0f} s")
 
 
 @dataclass

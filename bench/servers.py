@@ -53,9 +53,17 @@ class Server:
         raise RuntimeError("no VmRSS line")
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process so far, all threads."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time so far of the server process and its live children (the
+        readers of `gradual serve --workers N`), all threads."""
+        used = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            if int(stat.parent.name) == self.pid or int(fields[1]) == self.pid:
+                used += int(fields[11]) + int(fields[12])
+        return used / os.sysconf("SC_CLK_TCK")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -127,6 +135,7 @@ def gradual(
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-gradual-data-") as data:
         settings = {"GRADUAL_DATA_DIR": data, "GRADUAL_TORCH_THREADS": "1", "GRADUAL_DEVICE": "cpu"}
+        settings["GRADUAL_WORKERS"] = "1"  # one process unless `env` asks for more
         # Not the tree the `gradual` script came from.
         settings["PYTHONPATH"] = _this_checkout(checkout)
         if opts.log_level:

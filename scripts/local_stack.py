@@ -267,7 +267,7 @@ def start_replicas(stack: Stack, env: dict[str, str], count: int) -> list[Compon
     started = []
     for index in range(1, count + 1):
         name, port = f"api-{index}", free_port()
-        argv = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1"]
+        argv = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--workers", "1"]
         argv += ["--port", str(port)]
         pid = spawn(Path(stack.run_dir), name, argv, gradual_env(stack, env, name))
         started.append(Component(name, pid, f"http://127.0.0.1:{port}"))

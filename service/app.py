@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.telemetry import TelemetryConfig
 from starlette.middleware.cors import CORSMiddleware
@@ -44,16 +47,21 @@ ROUTERS: tuple[APIRouter, ...] = (
 )
 
 
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, lifespan: Lifespan | None = None,
+    metrics: Metrics | None = None,
+) -> FastAPI:  # fmt: skip
+    """The app; `lifespan` and `metrics` replace the trainer's (a reader process's differ)."""
     settings = settings or Settings()
     app = FastAPI(
         title="Gradual",
         version="0.1.0",
         summary="Online learning for PyTorch models: versioned, guarded, streamed.",
-        lifespan=lifespan_for(settings),
+        lifespan=lifespan or lifespan_for(settings),
         # JSON without a Content-Type is read as JSON on every route, as predict does; other
         # types are refused with a 415 at the edge (service.api.limits).
         strict_content_type=False,
@@ -64,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # fifth of the CPU of a one-row predict); Prometheus metrics are ours either way.
         telemetry=None if settings.opentelemetry else NO_TELEMETRY,
     )
-    metrics = Metrics()
+    metrics = metrics or Metrics()
     app.state.metrics = metrics
     errors.install(app)
     openapi.install(app, ErrorBody.model_json_schema(), ProtocolError.model_json_schema())

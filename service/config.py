@@ -143,6 +143,15 @@ class Settings(BaseSettings):
     loop: Literal["auto", "asyncio", "uvloop"] = Field(
         default="auto", description="Event loop; auto: uvloop when installed, else asyncio."
     )
+    workers: int | None = Field(
+        default=None, ge=1,
+        description="Processes `gradual serve` answers HTTP with: one trainer (every model's "
+        "writes) and readers that predict from the served versions and forward the rest; "
+        "default: the machine's cores, at most GRADUAL_MAX_WORKERS. 1: one process.",
+    )  # fmt: skip
+    max_workers: int = Field(
+        default=8, ge=1, description="The most processes the default GRADUAL_WORKERS starts."
+    )
     access_log: bool = Field(
         default=False, description="A log line per request (synchronous: off on the hot path)."
     )
@@ -258,6 +267,10 @@ class Settings(BaseSettings):
     @property
     def wal_dir(self) -> Path:
         return self.data_dir / "wal"
+
+    def serving_processes(self) -> int:
+        """GRADUAL_WORKERS, or the machine's cores up to GRADUAL_MAX_WORKERS."""
+        return self.workers or min(os.cpu_count() or 1, self.max_workers)
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":

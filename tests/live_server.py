@@ -21,7 +21,11 @@ from service.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120.0
-QUIET = {"GRADUAL_DEVICE": "cpu", "GRADUAL_TORCH_THREADS": "1", "GRADUAL_LOG_LEVEL": "warning"}
+# One process (GRADUAL_WORKERS=1) unless a test asks for more: its PID is the whole service.
+QUIET = {
+    "GRADUAL_DEVICE": "cpu", "GRADUAL_TORCH_THREADS": "1", "GRADUAL_LOG_LEVEL": "warning",
+    "GRADUAL_WORKERS": "1",
+}  # fmt: skip
 
 
 def serve_process(

@@ -51,7 +51,7 @@ def missing(what: str, fix: str) -> None:
 
 
 def serve_command(port: int) -> list[str]:
-    return [sys.executable, "-m", "service", "serve", "--port", str(port)]
+    return [sys.executable, "-m", "service", "serve", "--port", str(port), "--workers", "1"]
 
 
 def wait_until_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:

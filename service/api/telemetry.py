@@ -14,4 +14,4 @@ router = APIRouter(tags=["telemetry"], dependencies=READ)
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(request: Request) -> Response:
     registry: Metrics = request.app.state.metrics
-    return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(registry.exposition), media_type=CONTENT_TYPE_LATEST)

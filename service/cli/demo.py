@@ -47,7 +47,8 @@ def service_at(url: str | None) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="gradual-demo-") as data:
         port = _free_port()
         env = os.environ | {"GRADUAL_DATA_DIR": data, "GRADUAL_LOG_LEVEL": "warning"}
-        command = [sys.executable, "-m", "service", "serve", "--port", str(port)]
+        # one process: the demo trains one model for one client
+        command = [sys.executable, "-m", "service", "serve", "--port", str(port), "--workers", "1"]
         process = subprocess.Popen(command, env=env)
         try:
             base = f"http://127.0.0.1:{port}"

@@ -44,24 +44,31 @@ def serve(
     insecure: bool = typer.Option(
         False, "--insecure", help="Allow a non-loopback bind without API tokens (open API)."
     ),
+    workers: int | None = typer.Option(
+        None,
+        min=1,
+        help="Processes answering HTTP (default GRADUAL_WORKERS: the machine's "
+        "cores, at most GRADUAL_MAX_WORKERS); 1: one process, as before.",
+    ),
 ) -> None:
     """Start the HTTP service (runs migrations first)."""
-    import logging
     import signal
 
     import uvicorn
 
     from service.app import create_app
 
-    options = {"host": host, "port": port, "insecure": insecure or None}
+    options = {"host": host, "port": port, "insecure": insecure or None, "workers": workers}
     settings = _settings(**{k: v for k, v in options.items() if v is not None})
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    _log_to_stderr(settings)
     # uvicorn stops gracefully on SIGTERM, then raises the signal again so that the process
     # dies of it (status 143). A stop that was asked for and done cleanly exits 0 instead:
     # `docker compose stop`, systemd and Kubernetes then record a clean stop, not a crash.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    processes = settings.serving_processes()
+    if processes > 1:
+        _serve_with_readers(settings, processes)
+        return
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -71,6 +78,53 @@ def serve(
         http=settings.http,
         loop=settings.loop,
         access_log=settings.access_log,
+    )
+
+
+def _serve_with_readers(settings: Settings, processes: int) -> None:
+    """The trainer (this process) and `processes - 1` readers on one port (service.workers)."""
+    import shutil
+
+    from service.app import create_app
+    from service.runtime.metrics import Metrics, share_across_processes
+    from service.workers.trainer import serve_with_readers
+
+    shared = settings.data_dir / "metrics"  # this run's counters, one file per process
+    shutil.rmtree(shared, ignore_errors=True)
+    shared.mkdir(parents=True)
+    share_across_processes(shared)
+    app = create_app(settings, metrics=Metrics(shared))
+    serve_with_readers(app, settings, processes, shared)
+
+
+@app.command(hidden=True)
+def reader(
+    listener: Annotated[int, typer.Option(help="The inherited listening socket's descriptor.")],
+    trainer: Annotated[Path, typer.Option(help="The trainer's private socket.")],
+    metrics: Annotated[Path, typer.Option(help="The shared metrics folder.")],
+    parent: Annotated[int, typer.Option(help="The trainer's process id.")],
+) -> None:
+    """A reader process of `gradual serve --workers N` (started by the trainer, not by hand)."""
+    import signal
+
+    from service.workers.reader import die_with_parent
+
+    die_with_parent(parent)
+    from service.runtime.metrics import Metrics, share_across_processes
+    from service.workers.reader import serve_reader
+
+    settings = _settings()
+    _log_to_stderr(settings)
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    share_across_processes(metrics)
+    serve_reader(settings, listener=listener, trainer=trainer, metrics=Metrics(metrics))
+
+
+def _log_to_stderr(settings: Settings) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
 
 

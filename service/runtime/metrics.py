@@ -2,17 +2,22 @@
 
 Each app has its own registry (no global state, so tests can build many apps). Model figures
 are read from the hub when Prometheus scrapes, so training pays nothing per step for them;
-samples per second is `rate(gradual_training_samples_total[1m])`.
+samples per second is `rate(gradual_training_samples_total[1m])`. Under `gradual serve
+--workers N` every process keeps its counters and histograms in one shared folder
+(prometheus-client's multiprocess mode) and the trainer's `/metrics` adds them up.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,9 +28,25 @@ HANDOFF_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536)
 
 
+def share_across_processes(folder: Path) -> None:
+    """Prometheus' multiprocess mode for this process and the ones it starts: the counters and
+    histograms made after this call live in files of `folder`, one per process."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)  # read by prometheus-client (children)
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+
+
 class Metrics:
-    def __init__(self) -> None:
+    """The service's metrics. `shared`: the folder of the processes' multiprocess files (see
+    `share_across_processes`); `/metrics` then sums every process's counters and histograms."""
+
+    def __init__(self, shared: Path | None = None) -> None:
         self.registry = CollectorRegistry()
+        # What /metrics exposes: this registry, or every process's files plus this one's
+        # collectors of live state (models, storage).
+        self.exposition = self.registry
+        if shared is not None:
+            self.exposition = CollectorRegistry()
+            MultiProcessCollector(self.exposition, path=str(shared))  # type: ignore[no-untyped-call]
         self.requests = Counter(
             "gradual_http_requests", "HTTP requests by route and status.",
             ["method", "route", "status"], registry=self.registry,
@@ -47,19 +68,31 @@ class Metrics:
             "gradual_handoff_seconds", "From the old owner's decision to this replica's takeover.",
             buckets=HANDOFF_BUCKETS, registry=self.registry,
         )  # fmt: skip
-        self.models_owned = Gauge(
-            "gradual_models_owned", "Models whose training this replica owns.", ["replica"],
-            registry=self.registry,
-        )  # fmt: skip
 
     def watch_owned(self, replica: str, owned: Callable[[], int]) -> None:
-        self.models_owned.labels(replica).set_function(owned)
+        """Read at scrape time (a collector, not a gauge: one value for every process)."""
+        self.exposition.register(OwnedCollector(replica, owned))
 
     def watch_models(self, models: Callable[[], list[LiveModel]]) -> None:
-        self.registry.register(ModelCollector(models))
+        self.exposition.register(ModelCollector(models))
 
     def watch_storage(self, storage: StorageGuard) -> None:
-        self.registry.register(StorageCollector(storage))
+        self.exposition.register(StorageCollector(storage))
+
+
+class OwnedCollector(Collector):
+    """How many models this replica trains (scale-out with Redis)."""
+
+    def __init__(self, replica: str, owned: Callable[[], int]) -> None:
+        self.replica = replica
+        self.owned = owned
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "gradual_models_owned", "Models whose training this replica owns.", labels=["replica"]
+        )
+        family.add_metric([self.replica], self.owned())
+        yield family
 
 
 class StorageCollector(Collector):

@@ -41,7 +41,7 @@ class Server:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("GRADUAL_")} | {
             "GRADUAL_DATA_DIR": str(self.data), "GRADUAL_DEVICE": "cpu",
-            "GRADUAL_TORCH_THREADS": "1", "GRADUAL_LOG_LEVEL": "info",
+            "GRADUAL_TORCH_THREADS": "1", "GRADUAL_LOG_LEVEL": "info", "GRADUAL_WORKERS": "1",
         }  # fmt: skip
         self.log.write_bytes(b"")
         with self.log.open("ab") as log:
