@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -20,15 +21,23 @@ def test_one_process_is_the_only_member_and_owns_every_model(client: TestClient)
     assert view["handoffs"] == []
 
 
-def test_a_redis_replica_lists_itself_with_its_models_and_counts_them_in_metrics(
+@pytest.fixture
+def solo(
     start: Callable[..., TestClient], make_settings: Callable[..., Settings], redis_url: str,
     redis_prefix: str,
-) -> None:  # fmt: skip
+) -> TestClient:  # fmt: skip
+    """One replica, "solo", coordinated through Redis."""
     settings = make_settings(
-        redis_url=redis_url, redis_prefix=redis_prefix, lease_ttl_s=1.0, sync_every_s=0.3,
+        redis_url=redis_url, redis_prefix=redis_prefix, lease_ttl_s=2.0, sync_every_s=0.3,
         replica_id="solo",
     )  # fmt: skip
-    client = start(settings)
+    return start(settings)
+
+
+def test_a_redis_replica_lists_itself_with_its_models_and_counts_them_in_metrics(
+    solo: TestClient,
+) -> None:
+    client = solo
     assert client.post("/v1/models", json=model_body("m")).status_code == 201
     deadline = time.monotonic() + 10
     while client.get("/v1/cluster").json()["members"] != [{"replica": "solo", "models": ["m"]}]:
@@ -48,14 +57,9 @@ def test_a_redis_replica_lists_itself_with_its_models_and_counts_them_in_metrics
 
 
 def test_a_handoff_record_filed_with_nothing_waiting_gains_its_first_entry(
-    start: Callable[..., TestClient], make_settings: Callable[..., Settings], redis_url: str,
-    redis_prefix: str,
-) -> None:  # fmt: skip
-    settings = make_settings(
-        redis_url=redis_url, redis_prefix=redis_prefix, lease_ttl_s=2.0, sync_every_s=0.3,
-        replica_id="solo",
-    )  # fmt: skip
-    client = start(settings)
+    solo: TestClient,
+) -> None:
+    client = solo
     assert client.post("/v1/models", json=model_body("m")).status_code == 201
     deadline = time.monotonic() + 10
     while not client.get("/v1/cluster").json()["handoffs"]:

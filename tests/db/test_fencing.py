@@ -15,11 +15,10 @@ import sqlalchemy as sa
 
 from service.errors import Fenced
 from service.learning.recording import Pointers
-from service.storage.changes import NewModel, NewVersion
 from service.storage.db.engine import make_engine, make_sessionmaker
 from service.storage.db.migrate import upgrade
 from service.storage.registry import Registry
-from service.storage.weights import StoredFile
+from tests.db.conftest import new_version
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -32,17 +31,6 @@ def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registr
     engine = make_engine(url)
     yield Registry(make_sessionmaker(engine))
     engine.dispose()
-
-
-def new_version(tag: str) -> NewVersion:
-    return NewVersion(1, 8, {}, "test", None, StoredFile(f"m1/{tag}.safetensors", tag * 8, 1))
-
-
-@pytest.fixture
-def model_id(registry: Registry) -> int:
-    model = NewModel("m", "classification", {}, {}, {}, 0)
-    row, _ = registry.create_model(model, lambda _id: new_version("0"))
-    return row.id
 
 
 def test_claim_takes_the_generation_only_for_a_newer_token(
