@@ -147,7 +147,8 @@ class Settings(BaseSettings):
         default=None, ge=1,
         description="Processes `gradual serve` answers HTTP with: one trainer (every model's "
         "writes) and readers that predict from the served versions and forward the rest; "
-        "default: the machine's cores, at most GRADUAL_MAX_WORKERS. 1: one process.",
+        "default: the machine's cores, at most GRADUAL_MAX_WORKERS. 1: one process (always, "
+        "on an in-memory SQLite database; more is refused there).",
     )  # fmt: skip
     max_workers: int = Field(
         default=8, ge=1, description="The most processes the default GRADUAL_WORKERS starts."
@@ -243,6 +244,15 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _readers_can_see_the_database(self) -> Settings:
+        if (self.workers or 1) > 1 and self.database_in_memory:
+            raise ValueError(
+                f"GRADUAL_WORKERS {self.workers} needs a database the reader processes can "
+                "open: an in-memory SQLite database lives in one process only"
+            )
+        return self
+
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
@@ -268,8 +278,16 @@ class Settings(BaseSettings):
     def wal_dir(self) -> Path:
         return self.data_dir / "wal"
 
+    @property
+    def database_in_memory(self) -> bool:
+        url = self.resolved_database_url
+        return url in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in url
+
     def serving_processes(self) -> int:
-        """GRADUAL_WORKERS, or the machine's cores up to GRADUAL_MAX_WORKERS."""
+        """GRADUAL_WORKERS, or the machine's cores up to GRADUAL_MAX_WORKERS (one process for
+        an in-memory database, which no other process could open)."""
+        if self.database_in_memory:
+            return 1
         return self.workers or min(os.cpu_count() or 1, self.max_workers)
 
     def torch_device(self) -> torch.device:

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from service.config import Settings
 from tests.factories import labels, model_body, ndjson, numbered_batches, rows
@@ -198,6 +199,12 @@ def test_the_default_is_the_machines_cores_up_to_the_cap() -> None:
     assert Settings(max_workers=64).serving_processes() == min(cores, 64)
     assert Settings(max_workers=1).serving_processes() == 1
     assert Settings(workers=3, max_workers=1).serving_processes() == 3
+    assert Settings(database_url="sqlite://", max_workers=64).serving_processes() == 1
+
+
+def test_more_than_one_process_on_an_in_memory_database_is_refused() -> None:
+    with pytest.raises(ValidationError, match="in-memory SQLite"):
+        Settings(database_url="sqlite:///:memory:", workers=2)
 
 
 def test_a_full_queue_answers_429_with_retry_after_through_a_reader(service: Service) -> None:
