@@ -361,3 +361,32 @@ def children(service: Service) -> list[int]:
         if int(fields[1]) == parent:
             found.append(int(stat.parent.name))
     return found
+
+
+def test_a_reader_relays_the_bearer_token_and_the_trainers_refusals(
+    tmp_path: Path,
+) -> None:
+    tokens = {"read": "r-" + "1" * 30, "admin": "a-" + "2" * 30}
+    settings = {"GRADUAL_API_TOKENS": ",".join(f"{s}={t}" for s, t in tokens.items())}
+    guarded = Service(tmp_path / "data", tmp_path / "serve.log", settings=settings)
+    guarded.start()
+    try:
+        admin = {"authorization": f"Bearer {tokens['admin']}"}
+        reader = {"authorization": f"Bearer {tokens['read']}"}
+        body = model_body("guarded")
+
+        def relayed(headers: dict[str, str]) -> httpx.Response:
+            """A create answered by the trainer through a reader."""
+            for _ in range(200):
+                answer = httpx.post(f"{guarded.url}/v1/models", json=body, headers=headers)
+                if FORWARDED in answer.headers:
+                    return answer
+            raise AssertionError("no create went through a reader")
+
+        anonymous = relayed({})
+        assert anonymous.status_code == 401
+        assert anonymous.headers["www-authenticate"].startswith("Bearer")
+        assert relayed(reader).status_code == 403
+        assert relayed(admin).status_code == 201  # creating a model takes the admin scope
+    finally:
+        assert guarded.stop() == 0
