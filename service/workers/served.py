@@ -40,7 +40,6 @@ class ServedModels:
 
     def __init__(self, hub: ModelHub) -> None:
         self.hub = hub
-        self.failed: dict[str, str] = {}
         self._models: dict[str, ServedCopy] = {}
 
     def __len__(self) -> int:
