@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -16,18 +15,13 @@ import sqlalchemy as sa
 from service.errors import Fenced
 from service.learning.recording import Pointers
 from service.storage.db.engine import make_engine, make_sessionmaker
-from service.storage.db.migrate import upgrade
 from service.storage.registry import Registry
 from tests.db.conftest import new_version
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("postgres_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'gradual.db'}"
-    upgrade(url)
+@pytest.fixture
+def registry(database_url: str) -> Iterator[Registry]:
+    url = database_url
     engine = make_engine(url)
     yield Registry(make_sessionmaker(engine))
     engine.dispose()

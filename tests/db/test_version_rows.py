@@ -7,24 +7,18 @@ Run on SQLite and PostgreSQL, on the real migrated schema.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from service.learning.recording import Pointers
 from service.storage.db.engine import make_engine, make_sessionmaker
-from service.storage.db.migrate import upgrade
 from service.storage.registry import Registry
 from tests.db.conftest import new_version
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("postgres_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'gradual.db'}"
-    upgrade(url)
+@pytest.fixture
+def registry(database_url: str) -> Iterator[Registry]:
+    url = database_url
     engine, relaxed = make_engine(url), make_engine(url, wait_for_disk=False)
     yield Registry(make_sessionmaker(engine), make_sessionmaker(relaxed))
     engine.dispose()
