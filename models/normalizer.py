@@ -26,6 +26,11 @@ class OnlineStandardizer(nn.Module):
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("mean", torch.zeros(features, dtype=torch.float64))
         self.register_buffer("m2", torch.zeros(features, dtype=torch.float64))
+        # The statistics change once a training batch, the forward pass runs several times a
+        # step: its mean and scale are kept until a statistic changes (any in-place change
+        # bumps a tensor's version; a replaced tensor is another object).
+        self._held: tuple[object, ...] = ()
+        self._standardizing: tuple[torch.Tensor, torch.Tensor, bool] | None = None
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
@@ -42,14 +47,36 @@ class OnlineStandardizer(nn.Module):
         self.count.copy_(total)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_inference_mode_enabled() or torch.compiler.is_compiling():
+            mean, scale, seen = self._mean_and_scale(x.dtype)  # nothing kept from here
+        else:
+            mean, scale, seen = self._kept_mean_and_scale(x.dtype)
+        # Before any training row there is no yardstick: every feature reads as its (unknown)
+        # mean, so raw values in the hundreds of thousands cannot answer far outside anything.
+        if not seen:
+            return torch.zeros_like(x)
+        return (x - mean) * scale
+
+    def _kept_mean_and_scale(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        stats = (self.count, self.mean, self.m2)
+        held = (*stats, *(t._version for t in stats), dtype)
+        if (
+            self._standardizing is None
+            or len(held) != len(self._held)
+            or any(
+                a is not b if isinstance(a, torch.Tensor) else a != b
+                for a, b in zip(held, self._held, strict=True)
+            )
+        ):
+            self._standardizing, self._held = self._mean_and_scale(dtype), held
+        return self._standardizing
+
+    def _mean_and_scale(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, bool]:
         variance = self.m2 / self.count.clamp(min=1.0)
         scale = torch.rsqrt(variance + EPS)
         # Until a feature has varied, leave its scale alone rather than blowing it up.
         scale = torch.where(variance > EPS, scale, torch.ones_like(scale))
-        standardized = (x - self.mean.to(x.dtype)) * scale.to(x.dtype)
-        # Before any training row there is no yardstick: every feature reads as its (unknown)
-        # mean, so raw values in the hundreds of thousands cannot answer far outside anything.
-        return torch.where(self.count > 0, standardized, torch.zeros_like(standardized))
+        return self.mean.to(dtype), scale.to(dtype), bool(self.count > 0)
 
     def standardize(self, y: torch.Tensor) -> torch.Tensor:
         """Targets → standardized units (the inverse of `restore`)."""

@@ -154,6 +154,11 @@ class Fenced(Unavailable):
     code = "not_owner"
 
 
+class HistoryDiverged(RuntimeError):
+    """A version's number, chosen by its model's one writer, is not the registry's next: a
+    second writer, or a bug. The write fails; the log still holds what it would have recorded."""
+
+
 class StorageFull(GradualError):
     """A directory the change must be written to is full (or under the configured reserve);
     `field` names it (log, weights, database). Refused before logging, nothing was applied;

@@ -45,10 +45,9 @@ class Backup:
         self._counters = (0, 0)
 
     def save(self, head: TrainingHead) -> None:
-        params = list(head.network.parameters())
-        states = [head.optimizer.state.get(p, {}) for p in params]
+        states = [head.optimizer.state.get(p, {}) for p in head.parameters]
         keys = [(i, k) for i, st in enumerate(states) for k, v in st.items() if _is_tensor(v)]
-        live = _module_tensors(head) + [states[i][k] for i, k in keys]
+        live = head.module_tensors + [states[i][k] for i, k in keys]
         if keys != self._keys or len(live) != len(self._store):
             self._keys, self._store = keys, [t.detach().clone() for t in live]
         else:
@@ -62,12 +61,11 @@ class Backup:
 
     def restore(self, head: TrainingHead) -> None:
         """Puts back, bit for bit, what `save` saw (a refusal is rare: clones are fine)."""
-        own = _module_tensors(head)
+        own = head.module_tensors
         with torch.no_grad():
             torch._foreach_copy_(own, self._store[: len(own)])
-        params = list(head.network.parameters())
         saved = dict(zip(self._keys, self._store[len(own) :], strict=True))
-        for i, param in enumerate(params):
+        for i, param in enumerate(head.parameters):
             if not self._had_state[i]:
                 head.optimizer.state.pop(param, None)
                 continue
@@ -91,7 +89,12 @@ class TrainingHead:
         self.device = device
         self.network: Network = build_network(spec, seed=seed, device=device)
         self.network.train()
-        self.optimizer = build_optimizer(optimizer, self.network.parameters())
+        # Walked several times a step: listed once (loading a state copies into these same
+        # tensors, and the optimizer holds them too, so they are never replaced).
+        self.parameters = list(self.network.parameters())
+        self.float_buffers = [b for b in self.network.buffers() if b.is_floating_point()]
+        self.module_tensors = [p.detach() for p in self.parameters] + list(self.network.buffers())
+        self.optimizer = build_optimizer(optimizer, self.parameters)
         self.loss = make_loss(spec)
         self.step = 0
         self.samples_seen = 0
@@ -139,8 +142,12 @@ class TrainingHead:
             self.step = state.step
             self.samples_seen = state.samples_seen
 
-    def checkpoint(self, meta: dict[str, Any] | None = None) -> Checkpoint:
-        state = self.state()
+    def checkpoint(
+        self, meta: dict[str, Any] | None = None, *, state: HeadState | None = None
+    ) -> Checkpoint:
+        """The head as a version's contents; `state`: its state, already copied (never
+        changed afterwards: the checkpoint holds its tensors)."""
+        state = state or self.state()
         return Checkpoint(
             state.network,
             state.optimizer,
@@ -171,11 +178,6 @@ class TrainingHead:
 
 def _is_tensor(value: object) -> bool:
     return isinstance(value, torch.Tensor)
-
-
-def _module_tensors(head: TrainingHead) -> list[torch.Tensor]:
-    network = head.network
-    return [p.detach() for p in network.parameters()] + [b for b in network.buffers()]
 
 
 def _clone_optimizer_state(state: dict[str, Any]) -> dict[str, Any]:

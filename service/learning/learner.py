@@ -132,7 +132,7 @@ class OnlineLearner:
         self.control.round_ran(self.head.step)
         if self.buffer.size == 0:
             return None
-        metrics = self.yardstick.metrics(self.head.network)
+        metrics, outputs = self.yardstick.scored(self.head.network)
         score = metrics[self.training.metric]
         head_version = self.versions.head_version
         record = round_record(self.head, metrics, self.round_losses, self.lr_at)
@@ -153,7 +153,7 @@ class OnlineLearner:
         if decision.improved:
             self._checkpoint_best(score, metrics)
         elif reason := self.yardstick.rollback_reason(
-            score, versions.best.score, self.head.network, lambda: versions.best_network(self.head)
+            score, versions.best.score, outputs, lambda: versions.best_network(self.head)
         ):
             data = {"reason": reason, "score": finite_or_none(score), "best": versions.best.score}
             versions.roll_back(self.head, data, self.control_state())

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from service.kinds import EventKind, MoveKind
-from service.learning.head import TrainingHead
+from service.learning.head import HeadState, TrainingHead
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,10 @@ class Recording(Protocol):
 
     def checkpoint(
         self, head: TrainingHead, *, reason: str, metrics: dict[str, Any], parent: int | None,
-        pointers: Pointers,
+        pointers: Pointers, state: HeadState | None = None,
     ) -> int:  # fmt: skip
-        """Makes the head a new version; returns its number."""
+        """Makes the head a new version (`state`: its state, if already copied); returns its
+        number."""
         ...
 
     def prune(self, *, keep: int, protected: set[int]) -> None:

@@ -13,6 +13,7 @@ is one fused reduction unless clipping is on: the transaction costs a copy, not 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -140,7 +141,8 @@ def _with_replay(
 
 def _set_lr(head: TrainingHead, lr: float) -> None:
     for group in head.optimizer.param_groups:
-        group["lr"] = lr
+        if group["lr"] != lr:
+            group["lr"] = lr
 
 
 def _step(
@@ -152,12 +154,12 @@ def _step(
     optimizer: OptimizerSpec,
     limits: Limits,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    network = head.network
     if training.augment_noise > 0.0:
         noise = torch.randn(x.shape, generator=head.generator, device=x.device)
         x = x + noise * training.augment_noise
-    head.optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(x.device.type, dtype=limits.autocast, enabled=limits.autocast is not None):
+    for parameter in head.parameters:  # zero_grad(set_to_none=True), without its profiler hooks
+        parameter.grad = None
+    with _autocast(x.device, limits.autocast):
         outputs = head.forward(x, compiled=limits.compile_training)
         loss = head.loss(*_in_loss_units(head, outputs, shape_targets(head.spec, y))).float()
     penalty = _l1_penalty(head, optimizer.l1) if optimizer.l1 > 0.0 else None
@@ -165,9 +167,9 @@ def _step(
     objective.backward()
     if optimizer.clip_grad_norm is not None:
         limit = optimizer.clip_grad_norm
-        norm = torch.nn.utils.clip_grad_norm_(network.parameters(), limit, foreach=False)
+        norm = torch.nn.utils.clip_grad_norm_(head.parameters, limit, foreach=False)
     else:  # the refusal checks still need the norm: one fused reduction, no rescaling
-        norm = _grad_norm(network)
+        norm = _grad_norm(head)
     head.optimizer.step()
     return loss.detach(), norm.detach(), outputs
 
@@ -183,10 +185,17 @@ def _in_loss_units(
     return standardizer.standardize(outputs), standardizer.standardize(targets)
 
 
-def _grad_norm(network: torch.nn.Module) -> torch.Tensor:
-    grads = [p.grad for p in network.parameters() if p.grad is not None]
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[object]:
+    """Mixed precision when `dtype` is set; entering a disabled autocast still costs a call."""
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _grad_norm(head: TrainingHead) -> torch.Tensor:
+    grads = [p.grad for p in head.parameters if p.grad is not None]
     if not grads:
-        return torch.zeros((), device=next(network.parameters()).device)
+        return torch.zeros((), device=head.device)
     norm: torch.Tensor = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     return norm
 
@@ -205,8 +214,8 @@ def _max_abs(tensors: list[torch.Tensor]) -> torch.Tensor:
 def _rejection_reason(
     head: TrainingHead, losses: torch.Tensor, norms: torch.Tensor, limits: Limits
 ) -> str | None:
-    params = [p.detach() for p in head.network.parameters()]
-    buffers = [b for b in head.network.buffers() if b.is_floating_point()]  # ints are finite
+    params = head.module_tensors[: len(head.parameters)]  # detached
+    buffers = head.float_buffers  # ints are finite
     weight_max = _max_abs(params)
     checks = torch.stack(
         [

@@ -41,12 +41,13 @@ class Versions:
         control: dict[str, Any],
     ) -> None:  # fmt: skip
         """The head is the best so far: a version, the best pointer, maybe the served one."""
+        state = head.state()  # one copy: the version's contents and the best state alike
         number = self._recorder.checkpoint(
             head, reason=reason, metrics=metrics, parent=self.head_version,
-            pointers=Pointers(control, serve=serve, best=True),
+            pointers=Pointers(control, serve=serve, best=True), state=state,
         )  # fmt: skip
         self.head_version = number
-        self.best = BestVersion(number, head.state(), score)
+        self.best = BestVersion(number, state, score)
         self._resident.keep(number, self.best.state, best=number)
         if serve:
             self.served = self.serving(head, number, self.best.state)
@@ -54,12 +55,13 @@ class Versions:
     def checkpoint(
         self, head: TrainingHead, *, reason: str, metrics: Metrics, control: dict[str, Any]
     ) -> int:
+        state = head.state()
         number = self._recorder.checkpoint(
             head, reason=reason, metrics=metrics, parent=self.head_version,
-            pointers=Pointers(control),
+            pointers=Pointers(control), state=state,
         )  # fmt: skip
         self.head_version = number
-        self._resident.keep(number, head.state(), best=self.best.version)
+        self._resident.keep(number, state, best=self.best.version)
         return number
 
     def head_to_best(self, head: TrainingHead) -> None:

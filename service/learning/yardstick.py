@@ -7,11 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from models.spec import NetworkSpec
 from service.learning.buffer import ValidationBuffer
-from service.learning.evaluation import Metrics, evaluate, paired, spread
+from service.learning.evaluation import Metrics, evaluate, metrics_of, outputs_of, paired, spread
 from service.learning.rules import (
     Spread,
     needs_evidence,
@@ -33,6 +34,12 @@ class Yardstick:
     def metrics(self, network: nn.Module) -> Metrics:
         """Every metric on the whole buffer (the buffer must hold rows)."""
         return evaluate(network, self.spec, *self.buffer.tensors())
+
+    def scored(self, network: nn.Module) -> tuple[Metrics, torch.Tensor]:
+        """`metrics`, and the outputs they came from (for a paired test on the same rows)."""
+        x, y = self.buffer.tensors()
+        outputs = outputs_of(network, x)
+        return metrics_of(self.spec, outputs, y), outputs
 
     def validation_metrics(self, network: nn.Module) -> Metrics:
         """`val_`-prefixed metrics, empty while the buffer is."""
@@ -59,10 +66,12 @@ class Yardstick:
         return spread(network, self.spec, self.training.metric, x, y)
 
     def rollback_reason(
-        self, score: float, best_score: float | None, head: nn.Module, best: BestNetwork
-    ) -> str | None:
+        self, score: float, best_score: float | None, head: nn.Module | torch.Tensor,
+        best: BestNetwork,
+    ) -> str | None:  # fmt: skip
         """The relative rule, then (unless the round is catastrophic) the paired test: the
-        head against the best version row by row on the same validation rows."""
+        head (or its outputs on the buffer) against the best version row by row on the same
+        validation rows."""
         mode, tolerance = self.training.resolved_mode, self.training.rollback_tolerance
         reason = rollback_reason(score, best_score, mode, tolerance)
         evidence = self.training.evidence

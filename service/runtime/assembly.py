@@ -29,6 +29,7 @@ from service.runtime.notify import Notifier
 from service.runtime.pipeline import Pipeline
 from service.runtime.recorder import ModelRecorder
 from service.runtime.version_cache import VersionCache
+from service.runtime.writebehind import HistoryThread, WriteBehind
 from service.storage.db.tables import ModelRow
 from service.storage.guard import StorageGuard
 from service.storage.registry import Registry
@@ -44,8 +45,10 @@ class Assembler:
     def __init__(
         self, settings: Settings, registry: Registry, store: WeightStorage, *,
         device: torch.device, limits: Limits, notifier: Notifier, storage: StorageGuard,
+        history: HistoryThread,
     ) -> None:  # fmt: skip
         self.settings = settings
+        self.history = history  # runs the models' history writes behind their answers
         self.registry = registry
         self.store = store
         self.device = device
@@ -147,6 +150,7 @@ class Assembler:
         recorder = ModelRecorder(
             self.registry, self.store, row.id, ledger, notify=partial(self.notifier.notify, row.id),
             database_wait_s=self.settings.database_wait_s,
+            behind=WriteBehind(self.history, row.name),
         )  # fmt: skip
         optimizer = OptimizerSpec.model_validate(row.optimizer)
         learner = OnlineLearner(

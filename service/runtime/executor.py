@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from models.spec import NetworkSpec
 from service import crashpoints
@@ -38,12 +37,16 @@ from service.learning.snapshot import capture, snapshot_pointers
 from service.learning.training_config import TrainingConfig
 from service.runtime.live import LiveModel, StreamGuard, Trained
 from service.storage.db.tables import ModelRow
-from service.storage.guard import StorageGuard
+from service.storage.guard import StorageGuard, database_reachable
 from service.storage.registry import Registry
 from service.storage.wal import Record
 from service.storage.weightstore import WeightStorage
 
 log = logging.getLogger("gradual.commands")
+
+APPLIES_ONCE = (
+    "the change is logged and applies once (a batch resent with its batch_id answers duplicate)"
+)
 
 
 class Executor:
@@ -71,7 +74,7 @@ class Executor:
         recorder.begin(record.seq, None if live.log is None else partial(live.log.sync, record.seq))
         before = recorder.transitions
         try:
-            with self.storage.writing(), _database_reachable():
+            with self.storage.writing(), database_reachable(APPLIES_ONCE):
                 return self._dispatch(live, record, guard)
         except Exception as exc:
             if record.kind == "fit" and not wait:  # nobody awaits it: the event log tells
@@ -84,12 +87,13 @@ class Executor:
                 self.snapshot_or_defer(live, record.seq)
 
     def snapshot_or_defer(self, live: LiveModel, seq: int) -> None:
-        """A snapshot; in one process, one that meets a full or read-only disk waits for the
-        next (the log keeps every record it would have held)."""
+        """A snapshot; in one process, one that meets a full or read-only disk, or history
+        writes that cannot be written yet, waits for the next (the log keeps every record it
+        would have held)."""
         try:
-            with self.storage.writing():
+            with self.storage.writing(), database_reachable("the snapshot waits for the next"):
                 self.snapshot(live, seq)
-        except (StorageFull, StorageUnavailable) as exc:
+        except (StorageFull, StorageUnavailable, Unavailable) as exc:
             if live.fence is not None:  # scale-out: the snapshot is what acknowledges entries
                 raise
             log.error("model %s: snapshot after record %d deferred: %s", live.name, seq, exc)
@@ -174,6 +178,7 @@ class Executor:
             if state is not None:
                 live.learner.reset_to(version, state)
                 return
+        live.recorder.wait_written()
         checkpoint = self.read(live.row, version)
         spec = checkpoint.meta.get("spec")  # a race's versions name their candidate's spec
         if spec is not None and NetworkSpec.stored(spec) != live.learner.spec:
@@ -226,21 +231,8 @@ class Executor:
             return ServedModel.from_state(
                 live.spec, version, state.network, self.device, compiled=self.compiled
             )
+        live.recorder.wait_written()
         return self.load(live.row, version)
-
-
-@contextmanager
-def _database_reachable() -> Iterator[None]:
-    """A database server that stayed unreachable past GRADUAL_DATABASE_WAIT_S: a 503."""
-    try:
-        yield
-    except (OperationalError, InterfaceError) as exc:
-        if hasattr(exc.orig, "sqlite_errorcode"):
-            raise  # SQLite: the storage guard's
-        raise Unavailable(
-            "the database is unreachable; the change is logged and applies once (a batch "
-            "resent with its batch_id answers duplicate)"
-        ) from exc
 
 
 def _failure(exc: Exception, batch_id: str | None) -> dict[str, Any]:

@@ -24,15 +24,25 @@ class History:
         self.notifier = notifier
         self.live = live
 
+    async def written(self, name: str) -> None:
+        """Returns once the model's queued history writes are done (or stopped on a failure):
+        a reader after an answer sees what the answer said, e.g. the version a round made."""
+        recorder = self.live(name).recorder
+        if recorder.behind is not None and recorder.behind.pending:
+            await to_thread.run_sync(recorder.wait_written)
+
     async def versions(self, name: str) -> Sequence[VersionRow]:
+        await self.written(name)
         return await to_thread.run_sync(self.registry.queries.versions, self.live(name).id)
 
     async def version(self, name: str, number: int) -> VersionRow:
+        await self.written(name)
         return await to_thread.run_sync(self.registry.queries.version, self.live(name).row, number)
 
     async def events(
         self, name: str, since: int, *, kinds: Sequence[EventKind] | None = None, limit: int = 1000
     ) -> Sequence[EventRow]:
+        await self.written(name)
         model_id = self.live(name).id
         return await to_thread.run_sync(
             lambda: self.registry.queries.events(model_id, since=since, kinds=kinds, limit=limit)

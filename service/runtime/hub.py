@@ -40,8 +40,9 @@ from service.runtime.microbatch import MicroBatcher
 from service.runtime.models import LiveModels
 from service.runtime.notify import Notifier
 from service.runtime.submit import LocalLog, Submitter, consume
+from service.runtime.writebehind import HistoryThread
 from service.storage.db.tables import VersionRow
-from service.storage.guard import StorageGuard, volumes_of
+from service.storage.guard import StorageGuard, database_reachable, volumes_of
 from service.storage.registry import Registry
 from service.storage.wal import ModelLog
 from service.storage.weightstore import WeightStorage
@@ -78,9 +79,10 @@ class ModelHub:
             volumes_of(settings), reserve=settings.storage_reserve_bytes,
             retry_after=settings.storage_retry_after_s,
         )  # fmt: skip
+        self.history_thread = HistoryThread(failed=self.storage.note)
         self.assembly = Assembler(
             settings, registry, store, device=self.device, limits=self.limits,
-            notifier=self.notifier, storage=self.storage,
+            notifier=self.notifier, storage=self.storage, history=self.history_thread,
         )  # fmt: skip
         self.executor = self.assembly.executor
         self.versions = self.assembly.versions
@@ -120,10 +122,12 @@ class ModelHub:
             await live.pipeline.close()
             if live.seq != live.snapshot_seq:
                 await to_thread.run_sync(self.executor.snapshot_or_defer, live, live.seq)
+            await to_thread.run_sync(_written_or_logged, live)
             if live.log is not None:
                 live.log.close()
         if isinstance(self.submitter, LocalLog):
             self.submitter.close()
+        self.history_thread.close()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -159,6 +163,8 @@ class ModelHub:
         live = self.live(name)
 
         def delete() -> None:
+            if live.recorder.behind is not None:
+                live.recorder.behind.discard()  # history of a model about to be gone
             self.registry.delete_model(live.id)
             if live.log is not None:
                 live.log.close()
@@ -177,6 +183,7 @@ class ModelHub:
         live = self.live(name)
         served = live.status.served  # one read: a concurrent swap cannot split this request
         if version is not None and version != served.version:
+            await self.history.written(name)
             served = await to_thread.run_sync(self.assembly.load_version, live.row, version)
         outputs = await self.batcher.submit(live.id, served, to_device(inputs, self.device))
         return served.version, decode_outputs(served.spec, outputs)
@@ -208,6 +215,7 @@ class ModelHub:
         """The batch's future once it is durable, or None for a batch id applied already."""
         live = self.live(name)
         self.storage.check()  # a full or read-only disk: refused before anything is logged
+        await self._history_writable(live)
         arrays = {"inputs": inputs, "targets": targets}
         future = await self.submitter.fit(live, arrays, batch_id=batch_id, wait=wait, guard=guard)
         if future is not None and not wait:
@@ -265,4 +273,29 @@ class ModelHub:
         batches."""
         live = self.live(name)
         self.storage.check()
+        await self._history_writable(live)
         return await self.submitter.command(live, kind, args or {}, arrays or {})
+
+    async def _history_writable(self, live: LiveModel) -> None:
+        """A model whose history writes stopped on a failure takes no change until they are
+        written: tried again here first, and refused before anything is logged if they fail."""
+        behind = live.recorder.behind
+        if behind is None or behind.failure is None:
+            return
+
+        def write() -> None:
+            with self.storage.writing(refusal=True), database_reachable(NOTHING_APPLIED):
+                live.recorder.catch_up()
+
+        await to_thread.run_sync(write)
+
+
+NOTHING_APPLIED = "the model's history waits for it; nothing was applied, retry later"
+
+
+def _written_or_logged(live: LiveModel) -> None:
+    """At a stop: the model's queued history writes, or an error saying the log keeps them."""
+    try:
+        live.recorder.catch_up()
+    except Exception as exc:
+        log.error("model %s: history not written at stop (the log replays it): %s", live.name, exc)

@@ -3,6 +3,10 @@
 Each write carries the write-ahead-log record that caused it (`seq`). While a restart replays
 the log, a record's writes may already have committed before the crash: the recorder then
 finds them (by seq) and does not write them again, so replay re-derives history exactly once.
+
+Where replay can re-derive them (a record in a local log, one writer, not replaying), writes
+go behind the answer (`WriteBehind`): the learner's decisions, and the version numbers they
+name, are made here at once; the files and rows follow in order on the history thread.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from service import crashpoints
 from service.errors import VersionNotWritten
 from service.kinds import EventKind, MoveKind
-from service.learning.head import TrainingHead
+from service.learning.head import HeadState, TrainingHead
 from service.learning.ledger import BatchLedger
 from service.learning.recording import Pointers
+from service.runtime.writebehind import Write, WriteBehind
 from service.storage.changes import NewVersion
 from service.storage.registry import Registry
 from service.storage.weightstore import WeightStorage
@@ -37,6 +42,7 @@ class ModelRecorder:
     def __init__(
         self, registry: Registry, store: WeightStorage, model_id: int, ledger: BatchLedger,
         *, notify: Callable[[], None] = lambda: None, database_wait_s: float = 30.0,
+        behind: WriteBehind | None = None,
     ) -> None:  # fmt: skip
         self.registry = registry
         self.store = store
@@ -60,6 +66,9 @@ class ModelRecorder:
         self.replayable = False
         self.unsettled = False  # a version row committed since the last `settle`
         self.ready_versions: int | None = None  # at most this many versions hold a file
+        self.behind = behind  # where deferrable writes queue (None: every write waits)
+        self._last_number: int | None = None  # the newest version's number, once known
+        self.unwritten: set[int] = set()  # versions numbered whose row has not committed yet
 
     # -- where the writer is: set only through these, by the executor and the assembler ----
 
@@ -81,26 +90,82 @@ class ModelRecorder:
     def own(self, fence: int) -> None:
         self.fence = fence
         self.ready_versions = None  # another owner may have made versions meanwhile
+        self._last_number = None
 
     def checkpoint(
         self, head: TrainingHead, *, reason: str, metrics: dict[str, Any], parent: int | None,
-        pointers: Pointers,
+        pointers: Pointers, state: HeadState | None = None,
     ) -> int:  # fmt: skip
         """Writes and fsyncs the file, then commits the row pointing at it; returns its number.
+        `state`: the head's state, already copied by the caller.
 
         The batch ids applied since the last checkpoint are recorded in the same transaction:
         this version's weights hold their effect.
         """
+        if self._deferring():
+            return self._checkpoint_behind(
+                head, reason=reason, metrics=metrics, parent=parent, pointers=pointers,
+                state=state,
+            )  # fmt: skip
         return self._retrying(
             partial(
                 self._checkpoint, head, reason=reason, metrics=metrics, parent=parent,
-                pointers=pointers,
+                pointers=pointers, state=state,
             )
         )  # fmt: skip
 
+    def _checkpoint_behind(
+        self, head: TrainingHead, *, reason: str, metrics: dict[str, Any], parent: int | None,
+        pointers: Pointers, state: HeadState | None,
+    ) -> int:  # fmt: skip
+        """The version's number now; its file and row behind the answer, in order."""
+        batch_ids = self.ledger.unrecorded()
+        self.ledger.recorded(batch_ids)  # by the time anything reads the rows, they hold them
+        self.transitions += 1
+        number = self._next_number()
+        pointers = replace(pointers, batch_ids=tuple(batch_ids), seq=self.seq)
+        checkpoint = head.checkpoint({"control": pointers.control}, state=state)
+        new = partial(
+            NewVersion, step=head.step, samples_seen=head.samples_seen, metrics=metrics,
+            reason=reason, parent=parent, applied_seq=self.seq,
+        )  # fmt: skip
+        event_data = {"step": head.step, **metrics}
+        durable = self.durable
+        self.unsettled = True
+        self.counts["checkpoint"] += 1
+
+        def write(retried: bool) -> None:
+            durable()
+            if retried and self.registry.queries.has_version(self.model_id, number):
+                return  # its commit landed before the error
+            file = self.store.write(self.model_id, checkpoint)
+            try:
+                self.registry.add_version(
+                    self.model_id, new(file=file), pointers=pointers, event_data=event_data,
+                    wait_for_disk=False, number=number,
+                )  # fmt: skip
+            except Exception:
+                self.store.remove(file.path)
+                raise
+            self.unwritten.discard(number)
+            if self.ready_versions is not None:
+                self.ready_versions += 1
+            crashpoints.hit("after_db_commit")
+            self.notify()
+
+        self.unwritten.add(number)
+        self._behind(write, version=True)
+        return number
+
+    def _next_number(self) -> int:
+        if self._last_number is None:
+            self._last_number = self.registry.queries.latest_version(self.model_id)
+        self._last_number += 1
+        return self._last_number
+
     def _checkpoint(
         self, head: TrainingHead, *, reason: str, metrics: dict[str, Any], parent: int | None,
-        pointers: Pointers,
+        pointers: Pointers, state: HeadState | None,
     ) -> int:  # fmt: skip
         batch_ids = self.ledger.unrecorded()
         self.transitions += 1
@@ -109,11 +174,13 @@ class ModelRecorder:
             existing = self.registry.queries.version_for_seq(self.model_id, seq=self._seq())
             if existing is not None:
                 self.ledger.recorded(batch_ids)
+                self._last_number = None  # replay may re-derive a version here or not
                 return existing
             if self.registry.queries.any_recorded(self.model_id, batch_ids):
                 raise VersionNotWritten(self._seq())
         pointers = replace(pointers, batch_ids=tuple(batch_ids), seq=self.seq)
-        file = self.store.write(self.model_id, head.checkpoint({"control": pointers.control}))
+        checkpoint = head.checkpoint({"control": pointers.control}, state=state)
+        file = self.store.write(self.model_id, checkpoint)
         new = NewVersion(
             step=head.step, samples_seen=head.samples_seen, metrics=metrics, reason=reason,
             parent=parent, file=file, applied_seq=self.seq,
@@ -136,11 +203,24 @@ class ModelRecorder:
         crashpoints.hit("after_db_commit")
         self.ledger.recorded(batch_ids)
         self._written("checkpoint")
+        self._last_number = row.number
         return row.number
+
+    def wait_written(self) -> None:
+        """Waits until the queued writes are done, or stopped on a failure (a reader's wait:
+        it reads what is there)."""
+        if self.behind is not None:
+            self.behind.idle()
+
+    def catch_up(self) -> None:
+        """Returns once every queued write is done (tried again here after a failure)."""
+        if self.behind is not None:
+            self.behind.flush()
 
     def settle(self, seq: int) -> None:
         """Returns once the version rows committed so far are on disk: before a recovery
         snapshot after record `seq` names them (the log before it is then cut)."""
+        self.catch_up()
         if self.unsettled:
             self._retrying(partial(self.registry.settle, self.model_id, seq=seq))
             self.unsettled = False
@@ -148,6 +228,12 @@ class ModelRecorder:
     def prune(self, *, keep: int, protected: set[int]) -> None:
         """Version rows stay forever; files beyond the newest `keep` go (served and best stay).
         Asks the registry only when more than `keep` versions may hold a file."""
+        if self._deferring():
+            self._behind(lambda _retried: self._prune(keep, protected))
+            return
+        self._prune(keep, protected)
+
+    def _prune(self, keep: int, protected: set[int]) -> None:
         if self.ready_versions is not None and self.ready_versions <= keep:
             return
         protected = protected | self.pinned
@@ -163,7 +249,25 @@ class ModelRecorder:
     def move(
         self, kind: MoveKind, version: int | None, pointers: Pointers, data: dict[str, Any]
     ) -> None:
-        self._retrying(partial(self._move, kind, version, pointers, data))
+        if not self._deferring():
+            self._retrying(partial(self._move, kind, version, pointers, data))
+            return
+        self.transitions += 1
+        self.counts[kind] += 1
+        seq, durable = self._seq(), self.durable
+        pointers = replace(pointers, seq=seq)
+        data = {"step": pointers.control.get("step"), **data}
+
+        def write(retried: bool) -> None:
+            durable()
+            if retried and self.registry.queries.event_recorded(self.model_id, seq=seq, kind=kind):
+                return
+            self.registry.move_pointers(
+                self.model_id, kind=kind, version=version, pointers=pointers, data=data
+            )
+            self.notify()
+
+        self._behind(write)
 
     def _move(
         self, kind: MoveKind, version: int | None, pointers: Pointers, data: dict[str, Any]
@@ -179,7 +283,22 @@ class ModelRecorder:
         self._written(kind)
 
     def event(self, kind: EventKind, version: int | None, data: dict[str, Any]) -> None:
-        self._retrying(partial(self._event, kind, version, data))
+        if not self._deferring():
+            self._retrying(partial(self._event, kind, version, data))
+            return
+        if kind == "round":
+            self.last_round = data
+        self.counts[kind] += 1
+        seq, durable = self._seq(), self.durable
+
+        def write(retried: bool) -> None:
+            durable()
+            if retried and self.registry.queries.event_recorded(self.model_id, seq=seq, kind=kind):
+                return
+            self.registry.add_event(self.model_id, kind, version, data, seq=seq)
+            self.notify()
+
+        self._behind(write)
 
     def _event(self, kind: EventKind, version: int | None, data: dict[str, Any]) -> None:
         if kind == "round":
@@ -192,6 +311,7 @@ class ModelRecorder:
             self._written(kind)
 
     def update_training(self, training: dict[str, Any]) -> None:
+        self.catch_up()  # a command: rare, and in order with what came before
         self._retrying(partial(self._update_training, training))
 
     def _update_training(self, training: dict[str, Any]) -> None:
@@ -204,18 +324,33 @@ class ModelRecorder:
         """Runs a write; while the database server is unreachable, waits and tries again for
         up to `database_wait_s` (the batch is in the log meanwhile). A write whose commit may
         have landed before the connection broke is looked up first, as a replay does."""
+
+        def attempt(retried: bool) -> T:
+            if retried and self.seq is not None:
+                self.replaying_through(max(self.replay_through, self.seq))
+            return write()
+
+        return self._patiently(attempt, False)
+
+    def _behind(self, write: Write, *, version: bool = False) -> None:
+        """Queues `write` on the history thread, where it too waits out a database outage."""
+        assert self.behind is not None
+        self.behind.add(partial(self._patiently, write), version=version)
+
+    def _patiently(self, write: Callable[[bool], T], retried: bool) -> T:
+        """`write(retried)`, tried again with `retried` True while the database server stays
+        unreachable, for up to `database_wait_s`."""
         deadline, delay = time.monotonic() + self.database_wait_s, 0.05
         while True:
             try:
-                return write()
+                return write(retried)
             except (OperationalError, InterfaceError) as exc:
                 if _local(exc) or time.monotonic() + delay > deadline:
                     raise
                 log.warning("model %d: database unreachable, retrying: %s", self.model_id, exc)
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
-            if self.seq is not None:
-                self.replaying_through(max(self.replay_through, self.seq))
+            retried = True
 
     def _written(self, kind: EventKind) -> None:
         self.counts[kind] += 1
@@ -223,6 +358,10 @@ class ModelRecorder:
 
     def _replaying(self) -> bool:
         return self.seq is not None and self.seq <= self.replay_through
+
+    def _deferring(self) -> bool:
+        """Whether this record's writes may go behind the answer: replay re-derives them."""
+        return self.behind is not None and self.replayable and not self._replaying()
 
     def _already(self, kind: EventKind) -> bool:
         return self._replaying() and self.registry.queries.event_recorded(

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Literal
 
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from service.config import Settings
-from service.errors import StorageFull, StorageUnavailable
+from service.errors import StorageFull, StorageUnavailable, Unavailable
 
 log = logging.getLogger("gradual.storage")
 
@@ -111,6 +111,12 @@ class StorageGuard:
             self._failed(fault)
             raise fault from exc
         self._succeeded()
+
+    def note(self, exc: BaseException) -> None:
+        """Records a write's failure met elsewhere (a history write, tried again later)."""
+        fault = self.classify(exc)
+        if fault is not None:
+            self._failed(fault)
 
     def classify(
         self, exc: BaseException, resource: Resource | None = None, *, refusal: bool = False
@@ -227,3 +233,15 @@ def _probe_write(directory: Path) -> None:
             os.fsync(handle.fileno())
         finally:
             path.unlink(missing_ok=True)
+
+
+@contextmanager
+def database_reachable(message: str) -> Iterator[None]:
+    """A database server that stayed unreachable past GRADUAL_DATABASE_WAIT_S: a 503 saying
+    `message` (SQLite's errors are the storage guard's: its file is local storage)."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        if hasattr(exc.orig, "sqlite_errorcode"):
+            raise
+        raise Unavailable(f"the database is unreachable; {message}") from exc

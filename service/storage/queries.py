@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.errors import VersionNotFound
@@ -58,6 +58,23 @@ class Queries:
                 .where(VersionRow.model_id == model_id)
                 .order_by(VersionRow.number)
             ).all()
+
+    def latest_version(self, model_id: int) -> int:
+        """The newest version's number (every model has version 1)."""
+        with self._sessions() as session:
+            latest = session.scalar(
+                select(func.max(VersionRow.number)).where(VersionRow.model_id == model_id)
+            )
+        return int(latest or 0)
+
+    def has_version(self, model_id: int, number: int) -> bool:
+        with self._sessions() as session:
+            found = session.scalar(
+                select(VersionRow.id).where(
+                    VersionRow.model_id == model_id, VersionRow.number == number
+                )
+            )
+        return found is not None
 
     def version(self, model: ModelRow, number: int) -> VersionRow:
         with self._sessions() as session:

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.errors import Fenced, ModelExists, ModelNotFound
+from service.errors import Fenced, HistoryDiverged, ModelExists, ModelNotFound
 from service.kinds import EventKind, MoveKind
 from service.learning.recording import Pointers
 from service.storage.changes import Archived, NewModel, NewVersion
@@ -90,24 +90,27 @@ class Registry:
 
     def add_version(
         self, model_id: int, new: NewVersion, *, pointers: Pointers, event_data: dict[str, Any],
-        fence: Fence = None, wait_for_disk: bool = True,
+        fence: Fence = None, wait_for_disk: bool = True, number: int | None = None,
     ) -> VersionRow:  # fmt: skip
-        """Allocates the next number (a unique constraint plus retry keeps replicas apart).
+        """Allocates the next number (a unique constraint plus retry keeps replicas apart),
+        or takes `number`, which its one writer chose: it must be the next.
 
         `wait_for_disk=False`: the commit does not wait for the disk (for a version that
         replaying the write-ahead log re-derives); `settle` makes it durable later."""
         sessions = self._sessions if wait_for_disk else self._progress
         for attempt in range(MAX_VERSION_RETRIES):
             try:
-                return self._insert_version(sessions, model_id, new, pointers, event_data, fence)
+                return self._insert_version(
+                    sessions, model_id, new, pointers, event_data, fence, number
+                )
             except IntegrityError:
-                if attempt == MAX_VERSION_RETRIES - 1:
+                if number is not None or attempt == MAX_VERSION_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")
 
     def _insert_version(
         self, sessions: sessionmaker[Session], model_id: int, new: NewVersion,
-        pointers: Pointers, event_data: dict[str, Any], fence: Fence,
+        pointers: Pointers, event_data: dict[str, Any], fence: Fence, chosen: int | None,
     ) -> VersionRow:  # fmt: skip
         with sessions.begin() as session:
             model = _locked_model(session, model_id, fence)  # first: writers queue on the row
@@ -115,6 +118,10 @@ class Registry:
                 select(func.max(VersionRow.number)).where(VersionRow.model_id == model_id)
             )
             number = (latest or 0) + 1
+            if chosen is not None and chosen != number:
+                raise HistoryDiverged(
+                    f"model {model_id}: version {chosen} was chosen, {number} is the next"
+                )
             version = _version_row(model_id, number, new)
             session.add(version)
             model.head_version = number

@@ -41,8 +41,17 @@ def bind(path: Path) -> socket.socket:
     return sock
 
 
-def served_by(hub: ModelHub) -> Served:
-    return {live.name: (live.id, live.status.served_version) for live in hub.all()}
+def served_by(hub: ModelHub, before: Served | None = None) -> Served:
+    """Each model's served version, once its row and file are written (readers load it from
+    there); until then the version announced `before`, if any."""
+    served: Served = {}
+    for live in hub.all():
+        version = live.status.served_version
+        if version not in live.recorder.unwritten:
+            served[live.name] = (live.id, version)
+        elif before is not None and live.name in before:
+            served[live.name] = before[live.name]
+    return served
 
 
 class ServedWatch:
@@ -66,7 +75,7 @@ class ServedWatch:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(POLL_S)
-            served = served_by(self.hub)
+            served = served_by(self.hub, self.current)
             if served != self.current:
                 self.current, changed = served, self._changed
                 self._changed = asyncio.Event()

@@ -373,11 +373,12 @@ def test_a_reader_relays_the_bearer_token_and_the_trainers_refusals(
     try:
         admin = {"authorization": f"Bearer {tokens['admin']}"}
         reader = {"authorization": f"Bearer {tokens['read']}"}
-        body = model_body("guarded")
 
         def relayed(headers: dict[str, str]) -> httpx.Response:
-            """A create answered by the trainer through a reader."""
-            for _ in range(200):
+            """A create answered by the trainer through a reader (a new name each time: one
+            the trainer answered directly may have created its model)."""
+            for attempt in range(200):
+                body = model_body(f"guarded-{attempt}")
                 answer = httpx.post(f"{guarded.url}/v1/models", json=body, headers=headers)
                 if FORWARDED in answer.headers:
                     return answer

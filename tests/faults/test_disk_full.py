@@ -99,6 +99,7 @@ class Stream:
 def full_phase(stream: Stream, resource: str, mount: Path, lines: list[dict[str, Any]]) -> None:
     """Fills `mount`, streams `lines` (refused), empties it, resends them (accepted)."""
     answers = stream.answers
+    stream.server.http.get("/v1/models/m/versions")  # answered once the history is written
     ballast = fill(mount, leave=LOG_SLACK if resource == "log" else 0)
     refused = answers.refusals.setdefault(resource, [])
     for line in lines:
@@ -266,10 +267,12 @@ WIDE = model_body(
 def test_a_round_whose_version_meets_a_full_disk_applies_once_and_restarts_the_same(
     start: Any, make_settings: Any, tmp_path: Path
 ) -> None:
-    """Space runs out after the check: the batch is logged and trained, its round's version
-    file (~30 KB) does not fit. The answer is 507 naming the weights; the batch is applied
-    once (a resend is a duplicate), and a restart, which replays the log, ends with the
-    versions, counters and predictions of the running service."""
+    """Space runs out after the check: the batch is logged, trained and acknowledged, and its
+    round's version file (~30 KB), written behind the answer, does not fit. Until it is
+    written, the model's changes are refused before logging (507 naming the weights, nothing
+    applied); once space returns the next change writes it first. Every batch applies once
+    (a resend of an acknowledged one is a duplicate), and a restart, which replays the log,
+    ends with the versions, counters and predictions of the running service."""
     with tmpfs(tmp_path / "weights", MOUNT_BYTES) as weights:
         # no snapshot after the batches: a restart re-derives all of them from the log
         settings: Settings = make_settings(
@@ -281,6 +284,7 @@ def test_a_round_whose_version_meets_a_full_disk_applies_once_and_restarts_the_s
         lines = numbered_batches(12, rows=64, seed=3)
         for line in lines[:2]:
             assert client.post("/v1/models/m/partial-fit", json=line).status_code == 200
+        client.get("/v1/models/m/versions")  # answered once their history is written
         ballast = fill(weights, leave=LOG_SLACK)
         answers = [client.post("/v1/models/m/partial-fit", json=line) for line in lines[2:8]]
         ballast.unlink()
@@ -288,7 +292,9 @@ def test_a_round_whose_version_meets_a_full_disk_applies_once_and_restarts_the_s
         assert {a.status_code for a in answers} <= {200, 507}
         assert {(a["code"], a["field"]) for a in refused} == {("storage_full", "weights")}
         applied = [a.status_code == 200 or "nothing was applied" not in a.text for a in answers]
-        assert applied != [a.status_code == 200 for a in answers]  # a write after the steps
+        assert applied == [a.status_code == 200 for a in answers]
+        assert answers[0].status_code == 200  # its version waits; the next ones are refused
+        assert 507 in [a.status_code for a in answers]
         again = [client.post("/v1/models/m/partial-fit", json=line) for line in lines[2:8]]
         assert {a.status_code for a in again} == {200}
         assert [a.json().get("duplicate", False) for a in again] == applied

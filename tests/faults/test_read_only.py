@@ -104,6 +104,7 @@ def run(tmp_path: Path) -> Outcome:
                 response = post(server, outcome, "/v1/models/m/partial-fit", line)
                 assert response is not None
                 assert response.status_code == 200, response.text
+            server.http.get("/v1/models/m/versions")  # answered once the history is written
             read_only(data)
             while_read_only(server, outcome, lines[BEFORE:])
         finally:
