@@ -1,8 +1,9 @@
 """Predict and partial-fit measured with wrk (a C load generator): Gradual, a lean and a naive
-hand-written FastAPI handler (bench/handlers_server.py), on the same MLP and the same bodies,
-in one run.
+hand-written FastAPI handler (bench/handlers_server.py) and, when installed, TorchServe 0.12
+batched (bench/torchserve.py), on the same MLP and the same bodies, in one run.
 
     python -m bench.http_wrk [--runs 3] [--seconds 8] [--before /path/to/main/checkout]
+    python -m bench.http_wrk --torchserve     (installs TorchServe into .venv-torchserve first)
     python -m bench.http_wrk --flatness-minutes 10      (16 connections, minute by minute)
 
 Predict: one-row JSON bodies (float32 values as `tolist()` writes them) at 1, 16 and 64
@@ -12,7 +13,9 @@ samples/s ÷ the raw training loop measured in this process in the same run. Gra
 for partial-fit has holdout 0, no rounds, no replay and one step a batch (the raw loop's
 work). Each figure is the median of `--runs` interleaved runs; `--before` adds a second
 Gradual, its code from another checkout (e.g. main's), for a before/after in the same run.
-TorchServe is measured by none of this: it is not installed here. `--workers N` (default 2)
+TorchServe (batch size 64, max batch delay 5 ms, one worker; the Java frontend's and the
+Python worker's CPU counted) answers predict only; it is measured when `.venv-torchserve`
+(bench/torchserve_setup) or a `torchserve` on PATH is there. `--workers N` (default 2)
 adds `gradual serve --workers N` (named gradual-wN) beside the one-process service; its CPU
 is the trainer's and its readers'.
 """
@@ -51,9 +54,12 @@ from bench.common import (
 )
 from bench.partial_fit import TRAINING_ONLY
 from bench.servers import Server, gradual, handlers
+from bench.torchserve import executable, set_up, torchserve
 from bench.wire import JSON, NPY, Connection
 
 SCRIPT = Path(__file__).with_name("wrk_bodies.lua")
+TORCHSERVE = "torchserve"
+REFERENCES = ("lean", "naive", TORCHSERVE)  # the servers Gradual is compared with
 BATCH = 256
 BODIES = 64  # distinct bodies of each kind, posted in turn
 
@@ -71,12 +77,12 @@ class Load:
 
 @dataclass(frozen=True)
 class Target:
-    """A server and its routes; `npy`: whether it reads `.npy` bodies."""
+    """A server and its routes; `fit` None: predict only; `npy`: whether it reads `.npy`."""
 
     name: str
     server: Server
     predict: str
-    fit: str
+    fit: str | None
     npy: bool = True
 
 
@@ -103,6 +109,10 @@ def extend(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gradual-arg", action="append", default=[], metavar="ARG",
         help="an extra argument for `gradual serve` (repeatable; e.g. --gradual-arg=--workers=2)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--torchserve", action="store_true",
+        help="install TorchServe into .venv-torchserve first if it is not there (minutes)",
     )  # fmt: skip
 
 
@@ -165,6 +175,8 @@ def targets(opts: Options) -> Iterator[list[Target]]:
     with ExitStack() as stack:
         lean = stack.enter_context(handlers("lean", SMALL, wait=False))
         naive = stack.enter_context(handlers("naive", SMALL, wait=False))
+        binary = set_up() if opts.args.torchserve and executable() is None else executable()
+        batched = None if binary is None else stack.enter_context(torchserve(binary, wait=False))
         extra = opts.args.gradual_arg
         services = [stack.enter_context(gradual(opts, wait=False, extra=extra))]
         workers = opts.args.workers
@@ -189,6 +201,9 @@ def targets(opts: Options) -> Iterator[list[Target]]:
             running.wait_ready()
         found.append(Target("lean", lean, "/predict", "/partial-fit"))
         found.append(Target("naive", naive, "/predict", "/partial-fit", npy=False))
+        if batched is not None:
+            batched.wait_ready(timeout=120)
+            found.append(Target(TORCHSERVE, batched, "/predictions/small", None))
         yield found
 
 
@@ -230,6 +245,8 @@ def one_run(found: Sequence[Target], bodies: Bodies, opts: Options, figures: Fig
             load = wrk(target.server, target.predict, JSON, bodies.predict, connections, seconds)
             figures.add(target.name, f"predict {connections}", load)
     for target in found:  # the raw loop beside each server's figures: drift hits both alike
+        if target.fit is None:
+            continue
         figures.raw_fit.append(reference.train_rate(SMALL, batch=BATCH, seconds=seconds))
         load = wrk(target.server, target.fit, JSON, bodies.fit_json, 1, seconds)
         figures.add(target.name, "fit json", load)
@@ -251,14 +268,16 @@ def measure(opts: Options) -> tuple[list[Row], list[str]]:
 
 def rows(figures: Figures, names: Sequence[str], connections: Sequence[int]) -> list[Row]:
     found = [row for c in connections for name in names for row in _predict_rows(figures, name, c)]
-    services = [name for name in names if name not in ("lean", "naive")]
+    services = [name for name in names if name not in REFERENCES]
     top = max(connections)
     for name in services:
         found.append(_ratio_row(figures, name, "lean", top, "≥ 1.5"))
+        if TORCHSERVE in names:
+            found.append(_ratio_row(figures, name, TORCHSERVE, top, "≥ 1.0"))
         if 1 in connections:
             found.append(_latency_row(figures, name))
     lean_fit = _fit_ratio(figures, "lean", "fit json")
-    for name in names:
+    for name in (name for name in names if (name, "fit json") in figures.loads):
         target = f"≥ lean's {lean_fit:.2f}" if name in services else "-"
         found.append(_fit_row(figures, name, "fit json", target))
         if (name, "fit npy") in figures.loads:
@@ -271,7 +290,7 @@ def _predict_rows(figures: Figures, name: str, connections: int) -> list[Row]:
     rate, naive = figures.rate(name, what), figures.rate("naive", what)
     p50, p99 = (figures.median_of(name, what, key) * 1e3 for key in ("p50", "p99"))
     cores = figures.median_of(name, what, "cores")
-    service = name not in ("lean", "naive")
+    service = name not in REFERENCES
     return [
         Row(
             f"predict, {connections} connection(s), 1 row, {name} / naive",
@@ -329,11 +348,16 @@ def _fit_row(figures: Figures, name: str, what: str, target: str) -> Row:
 
 def notes(figures: Figures, opts: Options) -> list[str]:
     loads = [load.load for runs in figures.loads.values() for load in runs]
-    torchserve = "installed but not driven" if shutil.which("torchserve") else "not installed"
+    measured = any(server == TORCHSERVE for server, _ in figures.loads)
+    torchserve = (
+        "TorchServe 0.12 batched (batch size 64, max batch delay 5 ms, 1 worker): predict only"
+        if measured
+        else "TorchServe: not installed, not measured (bench/torchserve_setup, or --torchserve)"
+    )
     return [
         f"median of {opts.runs} interleaved run(s) of {max(1, round(opts.seconds))} s each "
         f"(wrk -t1); 1-minute load average {min(loads):.2f} to {max(loads):.2f} during the run",
-        f"TorchServe: {torchserve}, not measured",
+        torchserve,
     ]
 
 

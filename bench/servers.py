@@ -40,6 +40,7 @@ class Server:
     process: subprocess.Popen[bytes]
     log: Path
     ready_path: str
+    also_ready: Callable[[], bool] | None = None  # polled once `ready_path` answers
 
     @property
     def pid(self) -> int:
@@ -53,17 +54,18 @@ class Server:
         raise RuntimeError("no VmRSS line")
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time so far of the server process and its live children (the
-        readers of `gradual serve --workers N`), all threads."""
-        used = 0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:  # gone meanwhile
-                continue
-            if int(stat.parent.name) == self.pid or int(fields[1]) == self.pid:
-                used += int(fields[11]) + int(fields[12])
-        return used / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time so far of the server process and every live descendant (the
+        readers of `gradual serve --workers N`, TorchServe's Java frontend and its Python
+        worker), all threads."""
+        table = _processes()
+        tree = {self.pid}
+        grown = True
+        while grown:
+            found = {pid for pid, (parent, _, _) in table.items() if parent in tree}
+            grown = not found <= tree
+            tree |= found
+        ticks = sum(table[pid][1] for pid in tree if pid in table)
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -73,27 +75,31 @@ class Server:
                 raise RuntimeError(f"{self.name} exited: {self.log.read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(url, timeout=1):
-                    return
+                    if self.also_ready is None or self.also_ready():
+                        return
             except OSError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         raise TimeoutError(f"{self.name} not ready after {timeout} s")
 
 
 @contextmanager
 def server(
     name: str, command: Sequence[str], env: dict[str, str], ready: str, port: int,
-    meanwhile: Callable[[], object] | None = None, wait: bool = True,
+    meanwhile: Callable[[], object] | None = None, wait: bool = True, *,
+    also_ready: Callable[[], bool] | None = None, group: bool = False,
 ) -> Iterator[Server]:  # fmt: skip
     """Starts the process, runs `meanwhile` (warm-ups) while it boots, and unless `wait` is
-    off (the caller waits later, so that several servers boot at once) waits until ready."""
+    off (the caller waits later, so that several servers boot at once) waits until ready.
+    `group`: the process leads a process group of its own, and the whole group is stopped."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         log = Path(tmp) / "server.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
                 command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent, start_new_session=group,
             )  # fmt: skip
-        running = Server(name, port, process, log, ready)
+        running = Server(name, port, process, log, ready, also_ready)
         try:
             if meanwhile is not None:
                 meanwhile()
@@ -101,12 +107,47 @@ def server(
                 running.wait_ready()
             yield running
         finally:
+            if group:
+                stop_group(process.pid)
             process.terminate()
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def stop_group(pgid: int, timeout: float = 30.0) -> None:
+    """SIGTERM to a process group, SIGKILL to whatever of it is left after `timeout`."""
+    for sent in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sent)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _group_alive(pgid):
+            time.sleep(0.1)
+        if not _group_alive(pgid):
+            return
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of the group is left (zombies aside)."""
+    return any(group == pgid for _, _, group in _processes().values())
+
+
+def _processes() -> dict[int, tuple[int, int, int]]:
+    """Every live process (zombies aside): pid → (parent pid, CPU ticks, process group)."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if fields[0] != "Z":
+            ticks = int(fields[11]) + int(fields[12])
+            table[int(stat.parent.name)] = (int(fields[1]), ticks, int(fields[2]))
+    return table
 
 
 def _die_with_parent() -> None:

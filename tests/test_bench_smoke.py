@@ -65,8 +65,9 @@ def test_bench_script_runs_in_smoke_mode_and_prints_its_figures(
 
 
 def test_the_wrk_bench_runs_in_smoke_mode_after_the_others() -> None:
-    """bench.http_wrk boots three servers of its own: run alone, after the others, so that
-    its boots do not add to theirs on two cores. Needs Debian's wrk."""
+    """bench.http_wrk boots servers of its own (TorchServe too, where bench/torchserve_setup
+    installed it): run alone, after the others, so that its boots do not add to theirs on two
+    cores. Needs Debian's wrk."""
     if shutil.which("wrk") is None:
         pytest.skip("wrk is not installed (apt-get install wrk)")
     command = [sys.executable, "-m", "bench.http_wrk", "--smoke"]
