@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -10,12 +12,19 @@ from models.spec import NetworkSpec
 
 def make_loss(spec: NetworkSpec, reduction: str = "mean") -> nn.Module:
     """`reduction="none"`: one loss per element (per row and output), for paired tests."""
+    return _loss(spec.resolved_loss, reduction)
+
+
+@functools.cache
+def _loss(name: str, reduction: str) -> nn.Module:
+    """Loss modules hold no state: one of each kind serves every caller (made once: building
+    a module costs more than the loss of a small batch)."""
     loss: nn.Module = {
         "cross_entropy": nn.CrossEntropyLoss,
         "bce": nn.BCEWithLogitsLoss,
         "mse": nn.MSELoss,
         "huber": nn.HuberLoss,
-    }[spec.resolved_loss](reduction=reduction)
+    }[name](reduction=reduction)
     return loss
 
 

@@ -31,23 +31,25 @@ class SeededDropout(nn.Module):
 class Network(nn.Module):
     """A multilayer perceptron built from a `NetworkSpec`; `forward` returns logits or values."""
 
-    def __init__(self, spec: NetworkSpec) -> None:
+    def __init__(self, spec: NetworkSpec, *, device: torch.device | str | None = None) -> None:
+        """`device="meta"`: the structure alone, for weights assigned afterwards (passed to
+        each layer: cheaper than a `torch.device` context, which intercepts every call)."""
         super().__init__()
         self.spec = spec
         self.generator: torch.Generator | None = None
-        self.normalizer = OnlineStandardizer(spec.inputs) if spec.normalize else None
+        self.normalizer = OnlineStandardizer(spec.inputs, device) if spec.normalize else None
         regression = spec.task == "regression" and spec.normalize_target
         # The last layer answers in standardized target units; `forward` restores them.
-        self.target_normalizer = OnlineStandardizer(spec.outputs) if regression else None
+        self.target_normalizer = OnlineStandardizer(spec.outputs, device) if regression else None
         layers: list[nn.Module] = []
         width = spec.inputs
         for neurons in spec.hidden:
-            layers.append(nn.Linear(width, neurons))
+            layers.append(nn.Linear(width, neurons, device=device))
             layers.append(make_activation(spec.activation))
             if spec.dropout > 0.0:
                 layers.append(SeededDropout(spec.dropout, self))
             width = neurons
-        layers.append(nn.Linear(width, spec.outputs))
+        layers.append(nn.Linear(width, spec.outputs, device=device))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, inputs) -> (N, outputs)

@@ -20,12 +20,13 @@ class OnlineStandardizer(nn.Module):
     mean: torch.Tensor
     m2: torch.Tensor
 
-    def __init__(self, features: int) -> None:
+    def __init__(self, features: int, device: torch.device | str | None = None) -> None:
         super().__init__()
         # float64 keeps the merge exact enough over millions of rows.
-        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("mean", torch.zeros(features, dtype=torch.float64))
-        self.register_buffer("m2", torch.zeros(features, dtype=torch.float64))
+        f64 = {"dtype": torch.float64, "device": device}
+        self.register_buffer("count", torch.zeros((), **f64))  # type: ignore[arg-type]
+        self.register_buffer("mean", torch.zeros(features, **f64))  # type: ignore[arg-type]
+        self.register_buffer("m2", torch.zeros(features, **f64))  # type: ignore[arg-type]
         # The statistics change once a training batch, the forward pass runs several times a
         # step: its mean and scale are kept until a statistic changes (any in-place change
         # bumps a tensor's version; a replaced tensor is another object).

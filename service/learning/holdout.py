@@ -33,12 +33,32 @@ def row_hashes(seed: int, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray
             .reshape(rows, -1),
         ],
         axis=1,
-    ).astype(np.uint64)
+    )
+    columns = np.ascontiguousarray(words.T, dtype=np.uint64)
     with np.errstate(over="ignore"):  # wrap-around arithmetic is the point of the hash
+        columns += GOLDEN
         state = np.full(rows, _mix(np.array([seed], dtype=np.uint64) + GOLDEN)[0])
-        for column in words.T:
-            state = _mix(state + column + GOLDEN)
+        spare = np.empty_like(state)
+        for column in columns:  # _mix(state + column + GOLDEN), in place: a call a column
+            state += column
+            _mix_in_place(state, spare)
     return state
+
+
+def _mix_in_place(z: np.ndarray, spare: np.ndarray) -> None:
+    """`_mix` without temporaries (the same words)."""
+    for shift, factor in _ROUNDS:
+        np.right_shift(z, shift, out=spare)
+        z ^= spare
+        if factor is not None:
+            z *= factor
+
+
+_ROUNDS = (
+    (np.uint64(30), np.uint64(0xBF58476D1CE4E5B9)),
+    (np.uint64(27), np.uint64(0x94D049BB133111EB)),
+    (np.uint64(31), None),
+)
 
 
 def holdout_mask(seed: int, inputs: np.ndarray, targets: np.ndarray, fraction: float) -> np.ndarray:

@@ -35,8 +35,7 @@ class ServedModel:
     ) -> ServedModel:  # fmt: skip
         # Built without initializing weights it would overwrite (a seeded init costs more
         # than the copy), then given its own copy of `state`: versions never share tensors.
-        with torch.device("meta"):
-            network = Network(spec)
+        network = Network(spec, device="meta")
         copied = {k: v.to(device, copy=True) for k, v in state.items()}
         network.load_state_dict(copied, assign=True)
         return cls(version, network, compiled=compiled)

@@ -207,7 +207,7 @@ def _l1_penalty(head: TrainingHead, strength: float) -> torch.Tensor:
 
 def _max_abs(tensors: list[torch.Tensor]) -> torch.Tensor:
     """The largest |value| of all the tensors, NaN if any holds one (one fused reduction)."""
-    peaks = torch._foreach_max(torch._foreach_abs(tensors))  # max propagates NaN
+    peaks = torch._foreach_norm(tensors, float("inf"))  # no |copy|; propagates NaN
     return torch.stack([peak.double() for peak in peaks]).max()
 
 
