@@ -8,8 +8,9 @@ batched (bench/torchserve.py), on the same MLP and the same bodies, in one run.
 
 Predict: one-row JSON bodies (float32 values as `tolist()` writes them) at 1, 16 and 64
 connections (`wrk -t1`): requests/s, p50 and p99, the server's CPU (cores). Partial-fit: one
-connection posting 256-row bodies, JSON and `.npy` (the naive handler takes JSON only), as
-samples/s ÷ the raw training loop measured in this process in the same run. Gradual's model
+connection posting 256-row bodies, JSON and `.npy` (the naive handler takes JSON only), and
+`.npy` at two connections (a client keeping two batches in flight), as samples/s ÷ the raw
+training loop measured in this process in the same run. Gradual's model
 for partial-fit has holdout 0, no rounds, no replay and one step a batch (the raw loop's
 work). Each figure is the median of `--runs` interleaved runs; `--before` adds a second
 Gradual, its code from another checkout (e.g. main's), for a before/after in the same run.
@@ -253,6 +254,9 @@ def one_run(found: Sequence[Target], bodies: Bodies, opts: Options, figures: Fig
         if target.npy:
             load = wrk(target.server, target.fit, NPY, bodies.fit_npy, 1, seconds)
             figures.add(target.name, "fit npy", load)
+            # A client with two batches in flight: the next is read while one trains.
+            load = wrk(target.server, target.fit, NPY, bodies.fit_npy, 2, seconds)
+            figures.add(target.name, "fit npy 2", load)
     figures.raw_forward.append(reference.forward_seconds(SMALL, batch=1, seconds=min(seconds, 2)))
 
 
@@ -282,6 +286,7 @@ def rows(figures: Figures, names: Sequence[str], connections: Sequence[int]) -> 
         found.append(_fit_row(figures, name, "fit json", target))
         if (name, "fit npy") in figures.loads:
             found.append(_fit_row(figures, name, "fit npy", "≥ 0.80" if name in services else "-"))
+            found.append(_fit_row(figures, name, "fit npy 2", "-"))
     return found
 
 
@@ -336,8 +341,9 @@ def _fit_row(figures: Figures, name: str, what: str, target: str) -> Row:
     cores = figures.median_of(name, what, "cores")
     raw = median([r.wall for r in figures.raw_fit])
     per_cpu = samples / max(cores, 1e-9) / median([r.cpu for r in figures.raw_fit])
+    connections = what.split()[2] if len(what.split()) > 2 else "1"
     return Row(
-        f"partial-fit {what.split()[1]} b{BATCH}, 1 connection, {name} / raw loop",
+        f"partial-fit {what.split()[1]} b{BATCH}, {connections} connection(s), {name} / raw loop",
         f"{samples:,.0f} samples/s",
         f"raw loop {raw:,.0f}; server CPU {cores:.2f} cores",
         samples / raw,

@@ -206,9 +206,11 @@ def _l1_penalty(head: TrainingHead, strength: float) -> torch.Tensor:
 
 
 def _max_abs(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """The largest |value| of all the tensors, NaN if any holds one (one fused reduction)."""
-    peaks = torch._foreach_norm(tensors, float("inf"))  # no |copy|; propagates NaN
-    return torch.stack([peak.double() for peak in peaks]).max()
+    """The largest |value| of all the tensors, NaN if any holds one: the larger of each one's
+    maximum and minus its minimum (both propagate NaN; an absolute copy of every weight, or
+    `_foreach_norm(inf)`, costs ten times as much on CPU)."""
+    extremes = torch.stack([torch.stack(torch.aminmax(t)) for t in tensors]).double()
+    return torch.maximum(extremes[:, 1], -extremes[:, 0]).max()
 
 
 def _rejection_reason(
