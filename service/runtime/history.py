@@ -13,6 +13,8 @@ from service.runtime.notify import Notifier
 from service.storage.db.tables import EventRow, VersionRow
 from service.storage.registry import Registry
 
+READ_WAIT_S = 10.0
+
 
 class History:
     """Version rows and events from the registry; `live` names the model (404 when unknown)."""
@@ -26,10 +28,11 @@ class History:
 
     async def written(self, name: str) -> None:
         """Returns once the model's queued history writes are done (or stopped on a failure):
-        a reader after an answer sees what the answer said, e.g. the version a round made."""
+        a reader after an answer sees what the answer said, e.g. the version a round made.
+        At most `READ_WAIT_S` (a database outage holds the queue up to its own wait)."""
         recorder = self.live(name).recorder
         if recorder.behind is not None and recorder.behind.pending:
-            await to_thread.run_sync(recorder.wait_written)
+            await to_thread.run_sync(recorder.wait_written, READ_WAIT_S)
 
     async def versions(self, name: str) -> Sequence[VersionRow]:
         await self.written(name)

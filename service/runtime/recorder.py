@@ -206,11 +206,11 @@ class ModelRecorder:
         self._last_number = row.number
         return row.number
 
-    def wait_written(self) -> None:
-        """Waits until the queued writes are done, or stopped on a failure (a reader's wait:
-        it reads what is there)."""
+    def wait_written(self, timeout: float | None = None) -> None:
+        """Waits until the queued writes are done, or stopped on a failure, or `timeout`
+        seconds (a reader's wait: it then reads what is there)."""
         if self.behind is not None:
-            self.behind.idle()
+            self.behind.idle(timeout)
 
     def catch_up(self) -> None:
         """Returns once every queued write is done (tried again here after a failure)."""
