@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -33,9 +35,11 @@ class Job(Generic[T]):
 class Pipeline:
     capacity: int
     retry_after: float = 1.0
-    _queue: asyncio.Queue[Job[Any]] = field(default_factory=asyncio.Queue)
-    _pending: int = 0
-    _worker: asyncio.Task[None] | None = None
+    _jobs: deque[Job[Any]] = field(default_factory=deque)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _draining: bool = False  # a worker thread is taking jobs (set and cleared under _lock)
+    _pending: int = 0  # batches queued or running (read and changed on the event loop only)
+    _worker: asyncio.Future[None] | None = None
 
     @property
     def depth(self) -> int:
@@ -54,34 +58,51 @@ class Pipeline:
         """Queues `work`; batches beyond capacity are refused with `QueueFull`."""
         if batch:
             self.ensure_room()
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
         if batch:
             self._pending += 1
-        self._queue.put_nowait(Job(work, future, batch))
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._run())
+        with self._lock:
+            self._jobs.append(Job(work, future, batch))
+            idle, self._draining = not self._draining, True
+        if idle:
+            self._worker = asyncio.ensure_future(to_thread.run_sync(self._drain, loop))
         return future
 
     async def run(self, work: Callable[[], T], *, batch: bool = False) -> T:
         return await self.submit(work, batch=batch)
 
-    async def _run(self) -> None:
-        while not self._queue.empty():
-            job = self._queue.get_nowait()
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On a worker thread: runs the jobs one after the other until none is left. The next
+        job starts as soon as one ends, without waiting for a turn of the event loop (busy
+        reading the next request); each outcome is handed to the loop."""
+        while True:
+            with self._lock:
+                if not self._jobs:
+                    self._draining = False
+                    return
+                job = self._jobs.popleft()
+            outcome: tuple[Any, Exception | None]
             try:
-                result = await to_thread.run_sync(job.work)
+                outcome = (job.work(), None)
             except Exception as exc:  # handed to the waiter; the worker carries on
-                if not job.future.done():
-                    job.future.set_exception(exc)
-            else:
-                if not job.future.done():
-                    job.future.set_result(result)
-            finally:
-                if job.counted:
-                    self._pending -= 1
+                outcome = (None, exc)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(self._settled, job, *outcome)
+
+    def _settled(self, job: Job[Any], result: Any, exc: Exception | None) -> None:
+        if job.counted:
+            self._pending -= 1
+        if job.future.done():
+            return
+        if exc is not None:
+            job.future.set_exception(exc)
+        else:
+            job.future.set_result(result)
 
     async def close(self) -> None:
         """Finishes queued work (the step in progress included), then stops the worker."""
-        if self._worker is not None:
+        while self._worker is not None and not self._worker.done():
             with contextlib.suppress(Exception):
                 await self._worker
+            await asyncio.sleep(0)  # the outcomes it handed over are settled first
