@@ -39,7 +39,9 @@ class Pipeline:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _draining: bool = False  # a worker thread is taking jobs (set and cleared under _lock)
     _pending: int = 0  # batches queued or running (read and changed on the event loop only)
-    _worker: asyncio.Future[None] | None = None
+    # The tasks awaiting a draining thread (held here: the loop keeps only weak references;
+    # one may still be finishing when the next drain starts).
+    _workers: set[asyncio.Future[None]] = field(default_factory=set)
 
     @property
     def depth(self) -> int:
@@ -66,7 +68,9 @@ class Pipeline:
             self._jobs.append(Job(work, future, batch))
             idle, self._draining = not self._draining, True
         if idle:
-            self._worker = asyncio.ensure_future(to_thread.run_sync(self._drain, loop))
+            worker = asyncio.ensure_future(to_thread.run_sync(self._drain, loop))
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
         return future
 
     async def run(self, work: Callable[[], T], *, batch: bool = False) -> T:
@@ -102,7 +106,7 @@ class Pipeline:
 
     async def close(self) -> None:
         """Finishes queued work (the step in progress included), then stops the worker."""
-        while self._worker is not None and not self._worker.done():
+        while self._workers:
             with contextlib.suppress(Exception):
-                await self._worker
-            await asyncio.sleep(0)  # the outcomes it handed over are settled first
+                await asyncio.gather(*self._workers)
+            await asyncio.sleep(0)  # the outcomes handed over are settled first
