@@ -457,12 +457,21 @@ def test_every_crash_point_killed_a_server_twice(killed: Killed) -> None:
     assert killed.reference.deaths == []
 
 
+# Points a version's write reaches: written behind the answer, they may fire while the next
+# request is not logged yet (its retry then trains it, once).
+BEHIND_THE_ANSWER = {"after_db_commit", "after_weights_fsync", "after_rename"}
+
+
 @pytest.mark.slow
 def test_batch_retried_after_a_kill_is_acknowledged_as_a_duplicate(killed: Killed) -> None:
-    """Every crash point lies after the batch's log append: the retry must not train again."""
+    """A crash point on the request's own path lies after the batch's log append: the retry
+    must not train again. Only a death at a point of the history written behind an earlier
+    answer may meet a request not yet logged."""
     for outcome in killed.crashed:
-        assert outcome.retried
-        assert [answer["duplicate"] for answer in outcome.retried] == [True] * len(outcome.retried)
+        assert any(answer["duplicate"] for answer in outcome.retried)
+        fresh = sum(not answer["duplicate"] for answer in outcome.retried)
+        behind = sum(point.split(":")[0] in BEHIND_THE_ANSWER for point, _ in outcome.deaths)
+        assert fresh <= behind
 
 
 @pytest.mark.slow
