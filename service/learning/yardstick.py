@@ -33,7 +33,7 @@ class Yardstick:
 
     def metrics(self, network: nn.Module) -> Metrics:
         """Every metric on the whole buffer (the buffer must hold rows)."""
-        return evaluate(network, self.spec, *self.buffer.tensors())
+        return self.scored(network)[0]
 
     def scored(self, network: nn.Module) -> tuple[Metrics, torch.Tensor]:
         """`metrics`, and the outputs they came from (for a paired test on the same rows)."""

@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from service import crashpoints
 from service.errors import VersionNotWritten
 from service.kinds import EventKind, MoveKind
+from service.learning.checkpoint import Checkpoint
 from service.learning.head import HeadState, TrainingHead
 from service.learning.ledger import BatchLedger
 from service.learning.recording import Pointers
@@ -138,19 +139,10 @@ class ModelRecorder:
             durable()
             if retried and self.registry.queries.has_version(self.model_id, number):
                 return  # its commit landed before the error
-            file = self.store.write(self.model_id, checkpoint)
-            try:
-                self.registry.add_version(
-                    self.model_id, new(file=file), pointers=pointers, event_data=event_data,
-                    wait_for_disk=False, number=number,
-                )  # fmt: skip
-            except Exception:
-                self.store.remove(file.path)
-                raise
+            self._store_version(
+                checkpoint, new, pointers, event_data, wait_for_disk=False, number=number
+            )
             self.unwritten.discard(number)
-            if self.ready_versions is not None:
-                self.ready_versions += 1
-            crashpoints.hit("after_db_commit")
             self.notify()
 
         self.unwritten.add(number)
@@ -179,31 +171,38 @@ class ModelRecorder:
             if self.registry.queries.any_recorded(self.model_id, batch_ids):
                 raise VersionNotWritten(self._seq())
         pointers = replace(pointers, batch_ids=tuple(batch_ids), seq=self.seq)
-        checkpoint = head.checkpoint({"control": pointers.control}, state=state)
-        file = self.store.write(self.model_id, checkpoint)
-        new = NewVersion(
-            step=head.step, samples_seen=head.samples_seen, metrics=metrics, reason=reason,
-            parent=parent, file=file, applied_seq=self.seq,
+        new = partial(
+            NewVersion, step=head.step, samples_seen=head.samples_seen, metrics=metrics,
+            reason=reason, parent=parent, applied_seq=self.seq,
         )  # fmt: skip
+        number = self._store_version(
+            head.checkpoint({"control": pointers.control}, state=state), new, pointers,
+            {"step": head.step, **metrics}, wait_for_disk=not self.replayable, fence=self.fence,
+        )  # fmt: skip
+        self.unsettled = self.unsettled or self.replayable
+        self.ledger.recorded(batch_ids)
+        self._written("checkpoint")
+        self._last_number = number
+        return number
+
+    def _store_version(
+        self, checkpoint: Checkpoint, new: Callable[..., NewVersion], pointers: Pointers,
+        event_data: dict[str, Any], *, wait_for_disk: bool, fence: int | None = None,
+        number: int | None = None,
+    ) -> int:  # fmt: skip
+        """The version's file, then its row (`new(file=...)`); returns its number."""
+        file = self.store.write(self.model_id, checkpoint)
         try:
             row = self.registry.add_version(
-                self.model_id,
-                new,
-                pointers=pointers,
-                event_data={"step": head.step, **metrics},
-                fence=self.fence,
-                wait_for_disk=not self.replayable,
-            )
+                self.model_id, new(file=file), pointers=pointers, event_data=event_data,
+                fence=fence, wait_for_disk=wait_for_disk, number=number,
+            )  # fmt: skip
         except Exception:
             self.store.remove(file.path)  # its row never committed: the file would be an orphan
             raise
-        self.unsettled = self.unsettled or self.replayable
         if self.ready_versions is not None:
             self.ready_versions += 1
         crashpoints.hit("after_db_commit")
-        self.ledger.recorded(batch_ids)
-        self._written("checkpoint")
-        self._last_number = row.number
         return row.number
 
     def wait_written(self, timeout: float | None = None) -> None:
@@ -230,18 +229,14 @@ class ModelRecorder:
         Asks the registry only when more than `keep` versions may hold a file."""
         if self._deferring():
             self._behind(lambda _retried: self._prune(keep, protected))
-            return
-        self._prune(keep, protected)
+        else:
+            self._retrying(partial(self._prune, keep, protected))
 
     def _prune(self, keep: int, protected: set[int]) -> None:
         if self.ready_versions is not None and self.ready_versions <= keep:
             return
         protected = protected | self.pinned
-        archived = self._retrying(
-            partial(
-                self.registry.archive_old_versions, self.model_id, keep=keep, protected=protected
-            )
-        )
+        archived = self.registry.archive_old_versions(self.model_id, keep=keep, protected=protected)
         self.ready_versions = archived.ready
         for path in archived.paths:
             self.store.remove(path)
